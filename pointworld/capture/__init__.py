@@ -1,0 +1,1 @@
+"""RGB-D frames from cameras (RealSense), recordings, replay and extrinsic calibration."""

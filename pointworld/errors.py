@@ -1,0 +1,32 @@
+"""Project error types.
+
+All derive from :class:`PointworldError` and from the built-in type a caller would expect
+(``ValueError`` for bad data, ``FileNotFoundError`` for missing files, ``RuntimeError`` for hardware),
+so ``except ValueError`` keeps working for callers that do not know our types.
+"""
+
+from __future__ import annotations
+
+
+class PointworldError(Exception):
+    """Base class of every error raised on purpose by pointworld."""
+
+
+class EmptyCloudError(PointworldError, ValueError):
+    """A point cloud has no points left (e.g. after a workspace crop) where some are required."""
+
+
+class CaptureFormatError(PointworldError, ValueError):
+    """A scene capture on disk is missing files, truncated or does not follow the documented format."""
+
+
+class CalibrationError(PointworldError, ValueError):
+    """A calibration file is missing, corrupt, or lacks the camera that was asked for."""
+
+
+class CameraNotFoundError(PointworldError, RuntimeError):
+    """No camera with the requested serial is connected (or none at all)."""
+
+
+class BoardNotFoundError(PointworldError, RuntimeError):
+    """The calibration board was not detected, or too few of its corners were seen."""
