@@ -1,0 +1,134 @@
+"""The ``pointworld`` command: subcommands configured with Hydra (``key=value`` overrides).
+
+``pointworld --help`` lists the subcommands and their config groups; ``pointworld SUB --help`` prints
+the subcommand's composed config and the options of each group; ``--cfg`` prints the config a run
+would use without running it. This is the only module that imports Hydra.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from pointworld import __version__
+from pointworld.errors import PointworldError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    """A CLI subcommand: its primary config (``configs/<name>.yaml``) and the function running it."""
+
+    summary: str
+    run: Callable[[DictConfig], int]
+
+
+def _run_capture(cfg: DictConfig) -> int:
+    from pointworld.cli_commands import run_capture
+
+    return run_capture(cfg)
+
+
+def _run_calibrate(cfg: DictConfig) -> int:
+    from pointworld.cli_commands import run_calibrate
+
+    return run_calibrate(cfg)
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "capture": Subcommand("capture RGB-D views and write the fused, cropped, voxelized cloud (.ply)",
+                          _run_capture),
+    "calibrate": Subcommand("estimate camera extrinsics from a ChArUco board; write a calibration file",
+                            _run_calibrate),
+}
+
+
+def config_groups(name: str) -> dict[str, list[str]]:
+    """Config groups of subcommand ``name`` and the options each offers, from ``configs/``."""
+    primary = OmegaConf.load(CONFIG_DIR / f"{name}.yaml")
+    groups: dict[str, list[str]] = {}
+    for entry in primary.get("defaults", []):
+        if isinstance(entry, str) or entry is None:
+            continue
+        for group in entry:
+            options = sorted(p.stem for p in (CONFIG_DIR / str(group)).glob("*.yaml"))
+            groups[str(group)] = options
+    return groups
+
+
+def compose_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """Compose the Hydra config of subcommand ``name`` with ``key=value`` overrides."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name=name):
+        return compose(config_name=name, overrides=list(overrides))
+
+
+def _usage() -> str:
+    lines = [f"pointworld {__version__}: 3D point-cloud world models for robotic manipulation", "",
+             "usage: pointworld SUBCOMMAND [key=value ...] [--cfg] [--help]", "", "subcommands:"]
+    for name, sub in SUBCOMMANDS.items():
+        lines.append(f"  {name:<12}{sub.summary}")
+        for group, options in config_groups(name).items():
+            lines.append(f"  {'':<12}  {group}: {' | '.join(options)}")
+    lines += ["", "examples:", "  pointworld capture output_dir=out fusion.voxel_size_m=0.01",
+              "  pointworld capture source=realsense source.serials=[123456789]",
+              "  pointworld calibrate source=realsense board_pose.position_m=[0.4,0,0]",
+              "  pointworld capture --help     (the config, its groups and their options)"]
+    return "\n".join(lines)
+
+
+def _subcommand_help(name: str) -> str:
+    lines = [f"usage: pointworld {name} [key=value ...] [--cfg]", "", SUBCOMMANDS[name].summary, "",
+             "config groups (choose with GROUP=OPTION):"]
+    for group, options in config_groups(name).items():
+        lines.append(f"  {group}: {' | '.join(options)}")
+    lines += ["", "config (override any key with key=value):", "",
+              OmegaConf.to_yaml(compose_config(name))]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``pointworld`` console script; returns the process exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    if args[0] == "--version":
+        print(__version__)
+        return 0
+    name, rest = args[0], args[1:]
+    if name not in SUBCOMMANDS:
+        print(f"pointworld: unknown subcommand {name!r}; expected one of {sorted(SUBCOMMANDS)}\n",
+              file=sys.stderr)
+        print(_usage(), file=sys.stderr)
+        return 2
+    if "-h" in rest or "--help" in rest:
+        print(_subcommand_help(name))
+        return 0
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    overrides = [a for a in rest if a != "--cfg"]
+    try:
+        cfg = compose_config(name, overrides)
+    except (HydraException, OmegaConfBaseException) as exc:
+        print(f"pointworld {name}: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    if "--cfg" in rest:
+        print(OmegaConf.to_yaml(cfg))
+        return 0
+    try:
+        return SUBCOMMANDS[name].run(cfg)
+    except (PointworldError, ValueError, TypeError, KeyError, FileNotFoundError, ImportError) as exc:
+        print(f"pointworld {name}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
