@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return SUBCOMMANDS[name].run(cfg)
-    except (PointworldError, ValueError, TypeError, KeyError, FileNotFoundError, ImportError) as exc:
+    except (PointworldError, ValueError, TypeError, KeyError, OSError, ImportError) as exc:
         print(f"pointworld {name}: error: {exc}", file=sys.stderr)
         return 1
 
