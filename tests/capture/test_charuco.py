@@ -17,8 +17,8 @@ cv2 = pytest.importorskip("cv2")
 
 from pointworld.capture import charuco  # noqa: E402
 from pointworld.capture.charuco import (DICTIONARY_SIZES, CharucoBoardSpec,  # noqa: E402
-                                        calibrate_camera_extrinsics, detect_board_pose,
-                                        render_board_view)
+                                        calibrate_camera_extrinsics, detect_board_pose)
+from pointworld.capture.charuco_render import render_board_view  # noqa: E402
 from pointworld.capture.frame import RGBDFrame  # noqa: E402
 from pointworld.errors import BoardNotFoundError  # noqa: E402
 from pointworld.geometry.rotations import axis_angle_to_matrix, rotation_angle  # noqa: E402
