@@ -125,9 +125,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return SUBCOMMANDS[name].run(cfg)
-    except (PointworldError, ValueError, TypeError, KeyError, OSError, ImportError) as exc:
-        print(f"pointworld {name}: error: {exc}", file=sys.stderr)
+    except Exception as exc:  # report user-facing errors in one line; re-raise programming errors
+        cause = _user_error(exc)
+        if cause is None:
+            raise
+        print(f"pointworld {name}: error: {cause}", file=sys.stderr)
         return 1
+
+
+#: Errors a user can fix (bad input, missing hardware or files); anything else is a bug and keeps
+#: its traceback.
+USER_ERRORS = (PointworldError, ValueError, TypeError, KeyError, OSError, ImportError, EOFError)
+
+
+def _user_error(exc: BaseException) -> BaseException | None:
+    """The user-facing error behind ``exc``, looking through Hydra's instantiation wrappers."""
+    from hydra.errors import HydraException
+
+    while isinstance(exc, HydraException) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc if isinstance(exc, USER_ERRORS) else None
 
 
 if __name__ == "__main__":

@@ -10,9 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
+import numpy as np
+
 from pointworld.assets import demo_capture_path
 from pointworld.capture.calibration import extrinsics_for
-from pointworld.capture.camera import Camera, ReplayCamera, capture_scene
+from pointworld.capture.camera import Camera, ReplayCamera, capture_directories, capture_scene
 from pointworld.capture.frame import SceneCapture
 from pointworld.capture.storage import load_capture
 
@@ -73,8 +75,7 @@ def replay_rig(path: str | Path | None = None, serials: Sequence[str] | None = N
     """
     path = Path(path) if path is not None else demo_capture_path()
     if serials is None:
-        first = path if (path / "capture.json").exists() else _first_capture_in(path)
-        serials = load_capture(first).serials
+        serials = load_capture(capture_directories(path)[0]).serials
     cameras = [ReplayCamera(path, serial, T_world_cam=_extrinsics(calibration_file, serial))
                for serial in serials]
     return CameraRig(cameras)
@@ -94,25 +95,17 @@ def realsense_rig(serials: Sequence[str] = (), calibration_file: str | Path | No
     from pointworld.capture.realsense import RealSenseCamera, list_realsense_serials
     from pointworld.errors import CameraNotFoundError
 
-    serials = list(serials)
     if not serials:
         serials = list_realsense_serials()
         if not serials:
             raise CameraNotFoundError("serials: looked for any connected Intel RealSense camera "
                                       "(none requested by serial), found none connected")
+    serials = [str(s) for s in serials]  # YAML reads unquoted serials as integers
     cameras = [RealSenseCamera(serial=s, T_world_cam=_extrinsics(calibration_file, s), **camera_options)
                for s in serials]
     return CameraRig(cameras)
 
 
-def _extrinsics(calibration_file: str | Path | None, serial: str):  # -> np.ndarray | None
+def _extrinsics(calibration_file: str | Path | None, serial: str) -> np.ndarray | None:
     return None if calibration_file is None else extrinsics_for(calibration_file, serial)
 
-
-def _first_capture_in(path: Path) -> Path:
-    subdirs = sorted(p for p in path.iterdir() if (p / "capture.json").exists()) if path.is_dir() else []
-    if not subdirs:
-        from pointworld.errors import CaptureFormatError
-        raise CaptureFormatError(f"path: expected a capture directory (with capture.json) or a recording "
-                                 f"directory of captures, got {path}")
-    return subdirs[0]
