@@ -92,8 +92,6 @@ def test_capture_empty_workspace_is_a_clear_error(tmp_path, capsys):
 
 def _board_capture(tmp_path: Path, T_world_board: np.ndarray) -> tuple[Path, dict[str, np.ndarray]]:
     """Save a capture of two cameras that see the default board; return its path and the true poses."""
-    import torch
-
     from pointworld.capture.charuco import CharucoBoardSpec
     from pointworld.capture.charuco_render import render_board_view
     from pointworld.capture.frame import RGBDFrame, SceneCapture
@@ -107,9 +105,7 @@ def _board_capture(tmp_path: Path, T_world_board: np.ndarray) -> tuple[Path, dic
     centre = T_world_board @ np.array([0.2, 0.15, 0.0, 1.0])
     truth, frames = {}, []
     for serial, eye in (("cam_left", [0.25, 0.3, 0.45]), ("cam_right", [0.3, -0.25, 0.5])):
-        T_world_cam = np.asarray(look_at(torch.tensor(eye, dtype=torch.float64),
-                                         torch.tensor(centre[:3]),
-                                         torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)))
+        T_world_cam = look_at(eye, centre[:3])
         T_cam_board = np.linalg.inv(T_world_cam) @ T_world_board
         rgb = render_board_view(spec, K, T_cam_board, 480, 640)
         depth = np.full((480, 640), 0.6, np.float32)
