@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ import numpy as np
 import torch
 import yaml
 
+from pointworld.atomic import atomic_open
 from pointworld.errors import CalibrationError
 from pointworld.geometry.camera import check_intrinsics
 from pointworld.geometry.se3 import check_rigid_transform
@@ -249,17 +249,8 @@ def save_calibration(path: str | os.PathLike,
            "cameras": {s: _to_yaml_entry(cams[s], now) for s in sorted(cams)}}
     text = _HEADER + yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=120,
                                     explicit_end=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "w") as fh:
+        fh.write(text)
     return path
 
 

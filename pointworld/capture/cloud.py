@@ -9,14 +9,13 @@ with normals and ignore the extra properties.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from pointworld.capture.frame import SceneCapture
+from pointworld.atomic import atomic_open
 from pointworld.errors import CaptureFormatError
 from pointworld.geometry.fusion import FusedCloud, FusionConfig, LiftedPoints, fuse_lifted, lift_views
 
@@ -93,18 +92,9 @@ def write_ply(path: str | Path, cloud: FusedCloud) -> Path:
     header += [f"property {float_type} {n}" for n in ("x", "y", "z", "nx", "ny", "nz")]
     header += [f"property uchar {n}" for n in ("red", "green", "blue")]
     header += ["property int view_index", "property int pixel_index", "end_header"]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(("\n".join(header) + "\n").encode("ascii"))
-            f.write(data.tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as f:
+        f.write(("\n".join(header) + "\n").encode("ascii"))
+        f.write(data.tobytes())
     return path
 
 
