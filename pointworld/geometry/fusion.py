@@ -27,7 +27,11 @@ from pointworld.conventions import DEFAULT_VOXEL_SIZE_M
 from pointworld.errors import EmptyCloudError
 from pointworld.geometry.camera import depth_to_world_points
 from pointworld.geometry.checks import require_dtype, require_floating, require_shape
-from pointworld.geometry.normals import estimate_normals, statistical_outlier_mask
+from pointworld.geometry.normals import (
+    estimate_normals,
+    outliers_and_normals,
+    statistical_outlier_mask,
+)
 from pointworld.geometry.pointcloud import crop_box_mask, voxel_downsample_indices
 from pointworld.geometry.se3 import check_rigid_transform
 
@@ -206,6 +210,30 @@ def _subset(n: int, max_points: int | None, seed: int, device: torch.device) -> 
     return torch.randperm(n, generator=gen)[:max_points].sort().values.to(device)
 
 
+def _clean_and_orient(points: torch.Tensor, centers: torch.Tensor,
+                      config: FusionConfig) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Outlier removal and normals of voxelized points (N, 3), each facing its camera centre (N, 3).
+
+    Returns the (N,) inlier mask (None if removal is off or the cloud has <= outlier_k points) and the
+    normals of the kept points. With both steps on, one shared kNN search serves them
+    (:func:`outliers_and_normals`: the same result as the two separate steps).
+    """
+    clean = config.outlier_k > 0 and config.outlier_std_ratio > 0 and points.shape[0] > config.outlier_k
+    if clean and config.normals_k > 0:
+        inlier, normals = outliers_and_normals(points[None], outlier_k=config.outlier_k,
+                                               std_ratio=config.outlier_std_ratio,
+                                               normals_k=config.normals_k, viewpoint=centers[None])
+        return inlier[0], normals[0][inlier[0]]
+    inlier = None
+    if clean:
+        inlier = statistical_outlier_mask(points[None], k=config.outlier_k,
+                                          std_ratio=config.outlier_std_ratio)[0]
+        points, centers = points[inlier], centers[inlier]
+    if config.normals_k == 0:
+        return inlier, torch.zeros_like(points)
+    return inlier, estimate_normals(points[None], k=config.normals_k, viewpoint=centers[None])[0]
+
+
 def fuse_lifted(lifted: LiftedPoints, camera_centers_world: torch.Tensor,
                 config: FusionConfig) -> FusedCloud:
     """Voxelize, clean and annotate lifted points of all views with one grid.
@@ -231,17 +259,10 @@ def fuse_lifted(lifted: LiftedPoints, camera_centers_world: torch.Tensor,
     origin = torch.tensor(config.workspace_min_m, dtype=pts.dtype, device=pts.device)
     sel = voxel_downsample_indices(pts, config.voxel_size_m, mode=config.voxel_mode,
                                    seed=config.seed, origin=origin)
-    if config.outlier_k > 0 and config.outlier_std_ratio > 0 and sel.numel() > config.outlier_k:
-        inlier = statistical_outlier_mask(pts.index_select(0, sel)[None], k=config.outlier_k,
-                                          std_ratio=config.outlier_std_ratio)[0]
-        sel = sel[inlier]
-    points = pts.index_select(0, sel)
-    view = lifted.view_index.index_select(0, sel)
-    if config.normals_k > 0:
-        centers = camera_centers_world.to(points)[view]
-        normals = estimate_normals(points[None], k=config.normals_k, viewpoint=centers[None])[0]
-    else:
-        normals = torch.zeros_like(points)
+    points, view = pts.index_select(0, sel), lifted.view_index.index_select(0, sel)
+    inlier, normals = _clean_and_orient(points, camera_centers_world.to(points)[view], config)
+    if inlier is not None:
+        sel, points, view = sel[inlier], points[inlier], view[inlier]
     sub = _subset(sel.numel(), config.max_points, config.seed, points.device)
     if sub is not None:
         sel, points, view, normals = sel[sub], points[sub], view[sub], normals[sub]

@@ -2,6 +2,8 @@
 
 Brute force in plain torch (batched matrix products), chunked over queries so memory stays bounded;
 works on CPU and CUDA, float32 and float64. Clouds are ``(B, N, 3)`` plus a ``(B, N)`` bool mask.
+On CPU, :func:`knn` can find the neighbour indices with Open3D's KD-tree instead (``backend``, see
+:mod:`pointworld.geometry.neighbors_open3d`), several times faster on clouds of thousands of points.
 """
 
 from __future__ import annotations
@@ -11,13 +13,35 @@ from typing import Literal
 import torch
 
 from pointworld.geometry.checks import require_floating, require_shape
+from pointworld.geometry.neighbors_open3d import (
+    knn_indices_open3d,
+    open3d_unusable_reason,
+)
 from pointworld.geometry.pointcloud import check_cloud
+
+KnnBackend = Literal["auto", "torch", "open3d"]
+_BACKENDS = ("auto", "torch", "open3d")
 
 
 def _check_k(name: str, k: object) -> int:
     if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
         raise ValueError(f"{name}: expected an int > 0, got {k!r}")
     return k
+
+
+def _select_backend(backend: object, query: torch.Tensor, points: torch.Tensor) -> str:
+    """Resolve ``backend`` to "torch" or "open3d" (see :func:`knn`)."""
+    if not isinstance(backend, str) or backend not in _BACKENDS:
+        raise ValueError(f"backend: expected one of {_BACKENDS}, got {backend!r}")
+    if backend == "torch":
+        return backend
+    reason = open3d_unusable_reason(query, points)
+    if backend == "open3d":
+        if reason is not None:
+            raise ValueError(f"backend: 'open3d' cannot be used here: {reason}")
+        return backend
+    needs_grad = torch.is_grad_enabled() and (query.requires_grad or points.requires_grad)
+    return "torch" if reason is not None or needs_grad else "open3d"
 
 
 def _masked_centroid(points: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -62,13 +86,37 @@ def _knn_indices(query: torch.Tensor, points: torch.Tensor, valid: torch.Tensor,
     return idx
 
 
-def knn(query: torch.Tensor, points: torch.Tensor, k: int, points_mask: torch.Tensor | None = None, *,
-        chunk_size: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k nearest valid points of every query point (brute force, exact).
+def _sorted_distances(query: torch.Tensor, points: torch.Tensor,
+                      idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact distances (B, Q, k) to the neighbours ``idx`` (-1 = empty: inf), both sorted by
+    (distance, index). The searches return nearly sorted lists, so the sorts run only if needed."""
+    found = idx >= 0
+    n_b, n_q, k = idx.shape
+    gathered = torch.gather(points, 1, idx.clamp_min(0).reshape(n_b, -1, 1).expand(-1, -1, 3))
+    diff = query[:, :, None, :] - gathered.reshape(n_b, n_q, k, 3)
+    if not bool(found.all()):
+        diff = torch.where(found[..., None], diff, 1.0)  # keeps gradients finite for empty slots
+    dist = torch.where(found, torch.linalg.vector_norm(diff, dim=-1), float("inf"))
+    d0, d1, i0, i1 = dist[..., :-1], dist[..., 1:], idx[..., :-1], idx[..., 1:]
+    if bool(((d0 < d1) | ((d0 == d1) & (i0 <= i1))).all()):
+        return dist, idx
+    idx, order = torch.sort(idx, dim=-1)  # then a stable sort by distance: equal distances by index
+    dist, order2 = torch.sort(torch.gather(dist, -1, order), dim=-1, stable=True)
+    return dist, torch.gather(idx, -1, order2)
 
-    Candidates are ranked with ``|q|^2 + |p|^2 - 2 q.p`` on coordinates centred at each cloud's centroid;
-    the returned distances are then recomputed directly as ``|q - p|`` (accurate, differentiable) and
-    the k neighbours re-sorted by them. Memory: about ``B * chunk_size * N`` values at a time.
+
+def knn(query: torch.Tensor, points: torch.Tensor, k: int, points_mask: torch.Tensor | None = None, *,
+        chunk_size: int = 2048, backend: KnnBackend = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """The k nearest valid points of every query point (exact).
+
+    Torch backend (brute force): candidates are ranked with ``|q|^2 + |p|^2 - 2 q.p`` on coordinates
+    centred at each cloud's centroid; memory about ``B * chunk_size * N`` values at a time. Open3D
+    backend: the indices come from one KD-tree per cloud (a Python loop over the B clouds, on the valid
+    points only). With either, the returned distances are then recomputed in torch as ``|q - p|``
+    (accurate, differentiable) and the k neighbours re-sorted by them, equal distances by index. So
+    both backends give identical distances and indices, except where the k-th distance ties with an
+    unreturned point's (exact duplicates, or differences at float rounding level): which of the tied
+    points fills the last slots may then differ, at the same distance.
 
     Args:
         query: (B, Q, 3) query positions, m, same frame as ``points``. A non-finite query row gets no
@@ -76,7 +124,11 @@ def knn(query: torch.Tensor, points: torch.Tensor, k: int, points_mask: torch.Te
         points: (B, N, 3) candidate positions, m; finite where ``points_mask`` is True.
         k: number of neighbours, int > 0 (may exceed the number of valid points).
         points_mask: (B, N) bool, True = a real point; None = all real. Masked points are never returned.
-        chunk_size: queries handled per step, int > 0.
+        chunk_size: queries handled per step by the torch backend, int > 0.
+        backend: "torch" forces the pure-torch search (CPU/CUDA); "open3d" forces Open3D's KD-tree
+            (CPU, float32/float64, open3d installed; otherwise ValueError; gradients still flow through
+            the recomputed distances); "auto" uses Open3D where it can unless a gradient is being
+            recorded (grad mode on and ``query`` or ``points`` requiring grad), else torch.
 
     Returns:
         dist_m: (B, Q, k) ascending euclidean distances, m; ``inf`` in empty slots (a cloud with fewer
@@ -92,19 +144,16 @@ def knn(query: torch.Tensor, points: torch.Tensor, k: int, points_mask: torch.Te
     if query.dtype != points.dtype:
         raise TypeError(f"query: expected dtype {points.dtype} like points, got {query.dtype}")
     k, chunk_size = _check_k("k", k), _check_k("chunk_size", chunk_size)
+    backend = _select_backend(backend, query, points)
     if not bool(torch.isfinite(points[valid]).all()):
         raise ValueError("points: expected finite coordinates where points_mask is True, got NaN/inf")
-    idx = _knn_indices(query, points, valid, k, chunk_size)
+    if backend == "open3d":
+        idx = knn_indices_open3d(query, points, valid, k)
+    else:
+        idx = _knn_indices(query, points, valid, k, chunk_size)
     if points.shape[1] == 0:  # nothing to gather from
         return torch.full(idx.shape, float("inf"), dtype=query.dtype, device=query.device), idx
-    found = idx >= 0
-    n_b, n_q = idx.shape[:2]
-    gathered = torch.gather(points, 1, idx.clamp_min(0).reshape(n_b, -1, 1).expand(-1, -1, 3))
-    diff = query[:, :, None, :] - gathered.reshape(n_b, n_q, k, 3)
-    diff = torch.where(found[..., None], diff, 1.0)  # keeps gradients finite for empty slots
-    dist = torch.where(found, torch.linalg.vector_norm(diff, dim=-1), float("inf"))
-    dist, order = torch.sort(dist, dim=-1, stable=True)
-    return dist, torch.gather(idx, -1, order)
+    return _sorted_distances(query, points, idx)
 
 
 def _start_index(valid: torch.Tensor, start: str, seed: int | None) -> torch.Tensor:

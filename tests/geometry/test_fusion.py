@@ -12,7 +12,16 @@ import torch
 
 from pointworld.capture.synthetic import look_at, render_frames, table_scene
 from pointworld.errors import EmptyCloudError
-from pointworld.geometry.fusion import FusedCloud, FusionConfig, fuse_lifted, fuse_views, lift_views
+from pointworld.geometry import neighbors
+from pointworld.geometry.fusion import (
+    FusedCloud,
+    FusionConfig,
+    fuse_lifted,
+    fuse_views,
+    lift_views,
+)
+from pointworld.geometry.normals import estimate_normals, statistical_outlier_mask
+from pointworld.geometry.pointcloud import voxel_downsample_indices
 
 H, W = 120, 160
 K = np.array([[150.0, 0.0, 79.3], [0.0, 148.0, 60.2], [0.0, 0.0, 1.0]])
@@ -90,6 +99,32 @@ def test_normals_match_the_mesh_and_face_their_camera(views, scene):
     assert agree.mean() >= 0.9, agree.mean()
     centers = views["T_world_cam"].numpy()[cloud.view_index.numpy(), :3, 3]
     assert np.all(np.sum(n * (centers - pts), axis=1) > 0)
+
+
+@pytest.mark.parametrize("knn_backend", ["open3d", "torch"])
+@pytest.mark.parametrize("outlier_k, normals_k", [(20, 16), (5, 16)])
+def test_shared_neighbour_search_equals_separate_steps(views, monkeypatch, knn_backend, outlier_k, normals_k):
+    """Outlier removal and normals share one kNN search; the cloud equals the separate steps: voxels,
+    then outliers, then normals estimated on the remaining points alone. Bit for bit with Open3D's
+    exact search; the torch search ranks by ``|q|^2 + |p|^2 - 2 q.p`` in float32, so neighbours at
+    distances equal to ~1e-6 relative may swap between the two ways (a few normals move by ~1e-7)."""
+    if knn_backend == "torch":  # "auto" then picks the torch search everywhere
+        monkeypatch.setattr(neighbors, "open3d_unusable_reason", lambda query, points: "disabled")
+    cfg = FusionConfig(outlier_k=outlier_k, normals_k=normals_k)
+    v = {k: t.float() if t.is_floating_point() else t for k, t in views.items()}
+    lifted = lift_views(v["depth"], v["rgb"], v["K"], v["T_world_cam"], cfg)
+    cloud = fuse_lifted(lifted, v["T_world_cam"][:, :3, 3], cfg)
+    sel = voxel_downsample_indices(lifted.points_world, cfg.voxel_size_m, origin=cfg.workspace_min_m)
+    inlier = statistical_outlier_mask(lifted.points_world[sel][None], k=outlier_k, std_ratio=2.0)[0]
+    sel = sel[inlier]
+    points, centers = lifted.points_world[sel], v["T_world_cam"][lifted.view_index[sel], :3, 3]
+    normals = estimate_normals(points[None], k=normals_k, viewpoint=centers[None])[0]
+    assert 0 < int((~inlier).sum()) and torch.equal(cloud.points_world, points)
+    if knn_backend == "open3d":
+        assert torch.equal(cloud.normals, normals)
+    else:
+        assert (cloud.normals != normals).any(-1).float().mean() < 0.005
+        torch.testing.assert_close(cloud.normals, normals, rtol=0, atol=1e-5)
 
 
 def test_overlapping_views_add_no_duplicate_voxels(views):
