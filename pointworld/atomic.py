@@ -2,7 +2,8 @@
 
 Every data file pointworld writes (calibrations, point clouds, later checkpoints and episodes) goes
 through :func:`atomic_open`: the content is written to a temporary file in the target's directory,
-flushed to disk, then renamed over the target with ``os.replace`` (atomic on POSIX and Windows).
+flushed to disk, given the permissions a plain ``open()`` would give, then renamed over the target
+with ``os.replace`` (atomic on POSIX and Windows), and the directory entry is flushed too.
 """
 
 from __future__ import annotations
@@ -13,6 +14,30 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: The process umask, read once at import (reading it means setting it, which is not thread-safe).
+_UMASK = _read_umask()
+
+
+def fsync_directory(path: str | os.PathLike) -> None:
+    """Flush a directory entry (after a rename into it) to disk; a no-op where unsupported."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems (and Windows) cannot fsync a directory; the rename still happened
+    finally:
+        os.close(fd)
 
 
 @contextmanager
@@ -35,6 +60,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", *,
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; match open()'s permissions
         text = {} if mode == "wb" else {"encoding": encoding or "utf-8"}
         with os.fdopen(fd, mode, **text) as fh:
             yield fh
@@ -44,3 +70,4 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", *,
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_directory(path.parent)

@@ -2,7 +2,8 @@
 
 ``pointworld --help`` lists the subcommands and their config groups; ``pointworld SUB --help`` prints
 the subcommand's composed config and the options of each group; ``--cfg`` prints the config a run
-would use without running it. This is the only module that imports Hydra.
+would use without running it; ``--debug`` shows the full traceback of an error. This module and
+:mod:`pointworld.cli_commands` form the CLI layer, the only code that imports Hydra.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def compose_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:
 
 def _usage() -> str:
     lines = [f"pointworld {__version__}: 3D point-cloud world models for robotic manipulation", "",
-             "usage: pointworld SUBCOMMAND [key=value ...] [--cfg] [--help]", "", "subcommands:"]
+             "usage: pointworld SUBCOMMAND [key=value ...] [--cfg] [--debug] [--help]", "", "subcommands:"]
     for name, sub in SUBCOMMANDS.items():
         lines.append(f"  {name:<12}{sub.summary}")
         for group, options in config_groups(name).items():
@@ -84,7 +85,7 @@ def _usage() -> str:
 
 
 def _subcommand_help(name: str) -> str:
-    lines = [f"usage: pointworld {name} [key=value ...] [--cfg]", "", SUBCOMMANDS[name].summary, "",
+    lines = [f"usage: pointworld {name} [key=value ...] [--cfg] [--debug]", "", SUBCOMMANDS[name].summary, "",
              "config groups (choose with GROUP=OPTION):"]
     for group, options in config_groups(name).items():
         lines.append(f"  {group}: {' | '.join(options)}")
@@ -114,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    overrides = [a for a in rest if a != "--cfg"]
+    overrides = [a for a in rest if a not in ("--cfg", "--debug")]
     try:
         cfg = compose_config(name, overrides)
     except (HydraException, OmegaConfBaseException) as exc:
@@ -127,14 +128,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return SUBCOMMANDS[name].run(cfg)
     except Exception as exc:  # report user-facing errors in one line; re-raise programming errors
         cause = _user_error(exc)
-        if cause is None:
+        if cause is None or "--debug" in rest:
             raise
         print(f"pointworld {name}: error: {cause}", file=sys.stderr)
         return 1
 
 
-#: Errors a user can fix (bad input, missing hardware or files); anything else is a bug and keeps
-#: its traceback.
+#: Errors a user can fix (bad input, missing hardware or files), reported in one line (``--debug``
+#: shows their traceback); anything else is a bug and keeps its traceback.
 USER_ERRORS = (PointworldError, ValueError, TypeError, KeyError, OSError, ImportError, EOFError)
 
 

@@ -1,4 +1,7 @@
-"""Bodies of the ``pointworld`` subcommands (CLI layer: turns Hydra configs into library calls)."""
+"""Bodies of the ``pointworld`` subcommands (CLI layer: turns Hydra configs into library calls).
+
+With :mod:`pointworld.cli` the only code that imports Hydra.
+"""
 
 from __future__ import annotations
 

@@ -58,3 +58,12 @@ def test_bad_mode_names_the_argument(tmp_path):
     with pytest.raises(ValueError, match="mode"):
         with atomic_open(tmp_path / "f", "a"):
             pass
+
+
+def test_written_files_get_plain_open_permissions(tmp_path):
+    reference = tmp_path / "plain"
+    reference.write_bytes(b"")
+    target = tmp_path / "atomic"
+    with atomic_open(target) as fh:
+        fh.write(b"x")
+    assert (target.stat().st_mode & 0o777) == (reference.stat().st_mode & 0o777)

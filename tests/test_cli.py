@@ -73,7 +73,6 @@ def test_capture_demo_writes_cloud_inside_workspace(tmp_path, capsys):
 
 
 def test_capture_without_realsense_names_what_it_looked_for(tmp_path, capsys):
-    pytest.importorskip("pyrealsense2")
     assert main(["capture", "source=realsense", "source.serials=[123456789012]",
                  f"output_dir={tmp_path}"]) == 1
     err = capsys.readouterr().err
@@ -116,7 +115,6 @@ def _board_capture(tmp_path: Path, T_world_board: np.ndarray) -> tuple[Path, dic
 
 
 def test_calibrate_recovers_camera_poses(tmp_path, capsys):
-    pytest.importorskip("cv2")
     from pointworld.capture.calibration import load_calibration
     from pointworld.capture.rig import replay_rig
     from pointworld.cli_commands import board_pose_matrix
@@ -124,7 +122,7 @@ def test_calibrate_recovers_camera_poses(tmp_path, capsys):
     T_world_board = board_pose_matrix([0.5, 0.0, 0.0], [np.pi, 0.0, 0.3])
     capture_dir, truth = _board_capture(tmp_path, T_world_board)
     calib_file = tmp_path / "calib.yaml"
-    assert main(["calibrate", f"source.path={capture_dir}", "board_pose.position_m=[0.5,0,0]",
+    assert main(["calibrate", "source=replay", f"source.path={capture_dir}", "board_pose.position_m=[0.5,0,0]",
                  f"board_pose.rpy_rad=[{np.pi!r},0,0.3]", "frames_per_camera=2", f"output={calib_file}"]) == 0
     calib = load_calibration(calib_file)
     assert sorted(calib) == ["cam_left", "cam_right"]
@@ -141,7 +139,19 @@ def test_calibrate_recovers_camera_poses(tmp_path, capsys):
 
 
 def test_calibrate_without_board_in_view_fails_clearly(tmp_path, capsys):
-    pytest.importorskip("cv2")
-    assert main(["calibrate", f"output={tmp_path / 'c.yaml'}", "frames_per_camera=1"]) == 1
+    # The demo scene has no board in view.
+    assert main(["calibrate", "source=replay", f"output={tmp_path / 'c.yaml'}", "frames_per_camera=1"]) == 1
     assert "board" in capsys.readouterr().err.lower()
     assert not (tmp_path / "c.yaml").exists()
+    # The default source is the RealSense cameras; without any it says so.
+    assert main(["calibrate", f"output={tmp_path / 'c.yaml'}"]) == 1
+    assert "RealSense" in capsys.readouterr().err
+
+
+def test_debug_flag_shows_the_traceback(tmp_path):
+    args = ["capture", f"output_dir={tmp_path}", "fusion.workspace_min_m=[5,5,5]",
+            "fusion.workspace_max_m=[6,6,6]"]
+    from pointworld.errors import EmptyCloudError
+
+    with pytest.raises(EmptyCloudError, match="workspace"):
+        main([*args, "--debug"])

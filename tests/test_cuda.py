@@ -58,7 +58,14 @@ def test_camera_round_trip_matches_cpu():
     assert torch.equal(validd.cpu(), valid)
     torch.testing.assert_close(ptsd.cpu(), pts, rtol=0, atol=1e-9)
     uv, z = project_points(ptsd.reshape(2, -1, 3), K.to(DEVICE), dist.to(DEVICE))
-    torch.testing.assert_close(z.cpu(), project_points(pts.reshape(2, -1, 3), K, dist)[1], rtol=0, atol=1e-12)
+    uv_cpu, z_cpu = project_points(pts.reshape(2, -1, 3), K, dist)
+    torch.testing.assert_close(z.cpu(), z_cpu, rtol=0, atol=1e-12)
+    keep = valid.reshape(2, -1)
+    torch.testing.assert_close(uv.cpu()[keep], uv_cpu[keep], rtol=0, atol=1e-9)
+    # project(backproject(pixel)) is the pixel itself on the device too
+    grid = torch.stack(torch.meshgrid(torch.arange(128.0), torch.arange(96.0), indexing="xy"), -1)
+    torch.testing.assert_close(uv.cpu()[keep], grid.to(uv.dtype).reshape(-1, 2).expand(2, -1, -1)[keep],
+                               rtol=0, atol=1e-6)
 
 
 def test_point_cloud_ops_match_cpu():

@@ -136,6 +136,8 @@ class BoardObservation:
 
 def _check_camera(K: object, dist_coeffs: object) -> tuple[np.ndarray, np.ndarray]:
     K = np.asarray(K, dtype=np.float64)
+    if K.shape != (3, 3):
+        raise ValueError(f"K: expected one (3, 3) intrinsics matrix, got shape {K.shape}")
     check_intrinsics("K", torch.from_numpy(K))
     dist = np.zeros(5) if dist_coeffs is None else np.asarray(dist_coeffs, dtype=np.float64)
     if dist.shape != (5,) or not np.all(np.isfinite(dist)):

@@ -69,7 +69,12 @@ def _vertex_dtype(float_type: str) -> np.dtype:
 def write_ply(path: str | Path, cloud: FusedCloud) -> Path:
     """Write ``cloud`` as a binary PLY atomically (temporary file in the same folder, then rename).
 
-    Colors are rounded to 8 bits. Float64 clouds are written as double, others as float.
+    Args:
+        path: the ``.ply`` file to write (parent directories are created).
+        cloud: N points: ``points_world`` (N, 3) m and ``normals`` (N, 3) in the world frame,
+            ``colors`` (N, 3) in [0, 1] (rounded to 8 bits), ``view_index``/``pixel_index`` (N,)
+            written as the extra int properties of the same names. Float64 clouds are written as
+            double, others as float.
 
     Returns:
         The path written.
@@ -83,7 +88,11 @@ def write_ply(path: str | Path, cloud: FusedCloud) -> Path:
         arr = values.detach().cpu().numpy()
         for j, name in enumerate(names):
             data[name] = arr[:, j]
-    rgb = np.round(cloud.colors.detach().cpu().clamp(0, 1).numpy() * 255).astype(np.uint8)
+    colors = cloud.colors.detach().cpu()
+    if colors.numel() and not bool(((colors >= 0) & (colors <= 1)).all()):
+        raise ValueError(f"cloud.colors: expected values in [0, 1], got min {float(colors.min()):.4g} "
+                         f"max {float(colors.max()):.4g}")
+    rgb = np.round(colors.numpy() * 255).astype(np.uint8)
     data["red"], data["green"], data["blue"] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
     data["view_index"] = cloud.view_index.cpu().numpy()
     data["pixel_index"] = cloud.pixel_index.cpu().numpy()
@@ -110,6 +119,9 @@ def _parse_header(path: Path, raw: bytes) -> tuple[int, np.dtype, int]:
     count, fields, element = None, [], None
     for line in lines:
         tok = line.split()
+        if tok[:1] in (["element"], ["property"]) and (len(tok) < 3 or
+                                                       (tok[0] == "element" and not tok[2].isdigit())):
+            raise CaptureFormatError(f"path: {path}: malformed PLY header line {line!r}")
         if tok[:1] == ["element"]:
             element = tok[1]
             if element == "vertex":
@@ -130,7 +142,11 @@ def read_ply(path: str | Path) -> FusedCloud:
     """Read a binary little-endian PLY point cloud (as written by :func:`write_ply` or Open3D).
 
     Missing normals read as zeros, missing colors as zeros, missing view/pixel indices as -1. A file
-    that is not a PLY or is shorter than its header announces raises :class:`CaptureFormatError`.
+    that is not a PLY, has a malformed header or is shorter than its header announces raises
+    :class:`CaptureFormatError`.
+
+    Args:
+        path: the ``.ply`` file.
 
     Returns:
         A :class:`FusedCloud` with float32 (or float64 if stored as double) tensors.

@@ -68,6 +68,9 @@ class RGBDFrame:
             raise ValueError(f"dist_coeffs: expected finite values, got {dist.tolist()}")
         if not isinstance(self.serial, str) or not self.serial:
             raise ValueError(f"serial: expected a non-empty string, got {self.serial!r}")
+        if (isinstance(self.timestamp_s, bool) or not isinstance(self.timestamp_s, (int, float, np.number))
+                or not np.isfinite(self.timestamp_s)):
+            raise ValueError(f"timestamp_s: expected a finite number of seconds, got {self.timestamp_s!r}")
         for name, value in (("rgb", rgb), ("depth", depth.astype(np.float32, copy=False)),
                             ("K", K), ("T_world_cam", T), ("dist_coeffs", dist),
                             ("timestamp_s", float(self.timestamp_s))):

@@ -13,7 +13,7 @@ from types import TracebackType
 import numpy as np
 
 from pointworld.assets import demo_capture_path
-from pointworld.capture.calibration import extrinsics_for
+from pointworld.capture.calibration import extrinsics_for, load_calibration
 from pointworld.capture.camera import Camera, ReplayCamera, capture_directories, capture_scene
 from pointworld.capture.frame import SceneCapture
 from pointworld.capture.storage import load_capture
@@ -54,8 +54,18 @@ class CameraRig:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every camera, even if closing one of them fails (the first failure is re-raised)."""
+        failure: BaseException | None = None
         for camera in self.cameras:
-            camera.close()
+            try:
+                camera.close()
+            except Exception as exc:  # keep closing the others; report the first failure
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
     def read(self) -> SceneCapture:
         """Read one frame from every camera (they must be connected: use the rig as a context manager)."""
@@ -74,11 +84,13 @@ def replay_rig(path: str | Path | None = None, serials: Sequence[str] | None = N
             instead of the pose stored in the capture.
     """
     path = Path(path) if path is not None else demo_capture_path()
-    if serials is None:
-        serials = load_capture(capture_directories(path)[0]).serials
-    cameras = [ReplayCamera(path, serial, T_world_cam=_extrinsics(calibration_file, serial))
-               for serial in serials]
-    return CameraRig(cameras)
+    captures = capture_directories(path)
+    # A single capture is decoded once and shared; a recording is read capture by capture.
+    source: SceneCapture | Path = load_capture(captures[0]) if len(captures) == 1 else path
+    first = source if isinstance(source, SceneCapture) else load_capture(captures[0])
+    serials = first.serials if serials is None else [str(s) for s in serials]
+    poses = _extrinsics(calibration_file, serials)
+    return CameraRig([ReplayCamera(source, s, T_world_cam=poses[s]) for s in serials])
 
 
 def realsense_rig(serials: Sequence[str] = (), calibration_file: str | Path | None = None,
@@ -101,11 +113,15 @@ def realsense_rig(serials: Sequence[str] = (), calibration_file: str | Path | No
             raise CameraNotFoundError("serials: looked for any connected Intel RealSense camera "
                                       "(none requested by serial), found none connected")
     serials = [str(s) for s in serials]  # YAML reads unquoted serials as integers
-    cameras = [RealSenseCamera(serial=s, T_world_cam=_extrinsics(calibration_file, s), **camera_options)
-               for s in serials]
-    return CameraRig(cameras)
+    poses = _extrinsics(calibration_file, serials)
+    return CameraRig([RealSenseCamera(serial=s, T_world_cam=poses[s], **camera_options) for s in serials])
 
 
-def _extrinsics(calibration_file: str | Path | None, serial: str) -> np.ndarray | None:
-    return None if calibration_file is None else extrinsics_for(calibration_file, serial)
+def _extrinsics(calibration_file: str | Path | None,
+                serials: Sequence[str]) -> dict[str, np.ndarray | None]:
+    """T_world_cam (4, 4) per serial from the calibration file (read once), or None without one."""
+    if calibration_file is None:
+        return {s: None for s in serials}
+    calibrations = load_calibration(calibration_file)
+    return {s: extrinsics_for(calibrations, s) for s in serials}
 

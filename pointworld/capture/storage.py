@@ -27,6 +27,7 @@ from PIL import Image
 
 from pointworld.capture.frame import RGBDFrame, SceneCapture
 from pointworld.conventions import DEPTH_PNG_SCALE_M
+from pointworld.atomic import fsync_directory
 from pointworld.errors import CaptureFormatError
 
 #: Value of ``capture.json``'s ``format`` key.
@@ -118,14 +119,6 @@ def _write_all(capture: SceneCapture, tmp: Path, depth_scale_m: float) -> None:
         os.fsync(fh.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _move_into_place(tmp: Path, final: Path, overwrite: bool) -> None:
     if not (overwrite and final.exists()):
         try:
@@ -180,9 +173,9 @@ def save_capture(capture: SceneCapture, directory: str | os.PathLike, *, overwri
     tmp.mkdir()
     try:
         _write_all(capture, tmp, float(depth_scale_m))
-        _fsync_dir(tmp)
+        fsync_directory(tmp)
         _move_into_place(tmp, final, overwrite)
-        _fsync_dir(final.parent)
+        fsync_directory(final.parent)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

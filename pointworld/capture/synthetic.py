@@ -60,7 +60,8 @@ class SyntheticScene:
         for i, mesh in enumerate(self.meshes):
             gid = rc.add_triangles(o3d.core.Tensor(np.asarray(mesh.vertices, dtype=np.float32)),
                                    o3d.core.Tensor(np.asarray(mesh.faces, dtype=np.uint32)))
-            assert gid == i, f"Open3D assigned geometry id {gid} to mesh {i}"
+            if gid != i:  # geometry ids index the mesh colors: they must follow the mesh order
+                raise RuntimeError(f"Open3D assigned geometry id {gid} to mesh {i}")
         return rc
 
 

@@ -16,6 +16,7 @@ import torch
 
 from pointworld.geometry.checks import require_finite, require_floating, require_shape
 from pointworld.geometry.distortion import NUM_DIST_COEFFS, distort_normalized, undistort_normalized
+from pointworld.geometry.se3 import check_rigid_transform
 
 #: Largest reprojection error, pixels, of an undistorted pixel ray; worse pixels are invalid.
 _RAY_TOL_PX = 1e-3
@@ -112,8 +113,8 @@ def pixel_grid(height: int, width: int, *, dtype: torch.dtype = torch.float64,
 
 
 def _check_dist(dist_coeffs: object) -> torch.Tensor:
-    return require_shape("dist_coeffs", require_floating("dist_coeffs", dist_coeffs),
-                         (NUM_DIST_COEFFS,))
+    dist = require_shape("dist_coeffs", require_floating("dist_coeffs", dist_coeffs), (NUM_DIST_COEFFS,))
+    return require_finite("dist_coeffs", dist)
 
 
 def project_points(points_cam: torch.Tensor, K: torch.Tensor, dist_coeffs: torch.Tensor | None = None
@@ -294,7 +295,7 @@ def depth_to_world_points(depth_m: torch.Tensor, K: torch.Tensor, T_world_cam: t
     T = require_shape("T_world_cam", require_floating("T_world_cam", T_world_cam), (4, 4))
     z, valid, x, y = _depth_and_rays(depth_m, K, dist_coeffs, min_depth_m, max_depth_m)
     _require_leading_into("T_world_cam", T.shape[:-2], z.shape[:-2])
-    T = require_finite("T_world_cam", T).to(dtype=z.dtype, device=z.device)
+    T = check_rigid_transform("T_world_cam", T).to(dtype=z.dtype, device=z.device)
     # Channel by channel, p_world[c] = z (R[c, 0] x + R[c, 1] y + R[c, 2]) + t[c] valid: on CPU,
     # element-wise ops over a trailing dim of 3 (or a transposing copy) are several times slower.
     R, t = T[..., :3, :3, None, None], T[..., :3, 3, None, None]

@@ -82,9 +82,17 @@ def require_finite(name: str, x: torch.Tensor) -> torch.Tensor:
 
 def require_positive(name: str, value: float) -> float:
     """Return a Python scalar if it is finite and > 0, else ``ValueError``."""
-    if not (isinstance(value, (int, float)) and value > 0 and value != float("inf")):
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0 < value < float("inf")):
         raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
     return float(value)
+
+
+def require_int(name: str, value: object, minimum: int | None = None) -> int:
+    """Return ``value`` if it is a Python int (not a bool) that is >= ``minimum``, else ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+        bound = "" if minimum is None else f" >= {minimum}"
+        raise ValueError(f"{name}: expected an int{bound}, got {value!r}")
+    return value
 
 
 def require_same_leading(names: Sequence[str], tensors: Sequence[torch.Tensor], ndim: int) -> None:

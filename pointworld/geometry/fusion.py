@@ -26,7 +26,7 @@ import torch
 from pointworld.conventions import DEFAULT_VOXEL_SIZE_M
 from pointworld.errors import EmptyCloudError
 from pointworld.geometry.camera import depth_to_world_points
-from pointworld.geometry.checks import require_dtype, require_floating, require_shape
+from pointworld.geometry.checks import require_dtype, require_floating, require_int, require_shape
 from pointworld.geometry.normals import (
     estimate_normals,
     outliers_and_normals,
@@ -68,7 +68,7 @@ class FusionConfig:
         seed: seed of the random voxel choice and of the ``max_points`` subset.
         normals_k: neighbours used for normal estimation (>= 3); 0 disables normals (zeros returned).
         outlier_k, outlier_std_ratio: statistical outlier removal (Open3D's rule); off if
-            ``outlier_k == 0`` or ``outlier_std_ratio <= 0``, skipped for clouds of <= k points.
+            ``outlier_k == 0`` or ``outlier_std_ratio == 0``, skipped for clouds of <= k points.
         max_points: keep at most this many points (seeded random subset) after voxelization.
     """
 
@@ -100,14 +100,13 @@ class FusionConfig:
         if self.voxel_mode not in _VOXEL_MODES:
             raise ValueError(f"voxel_mode: expected one of {_VOXEL_MODES}, got {self.voxel_mode!r}")
         for name in ("seed", "normals_k", "outlier_k"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name}: expected an int >= 0, got {value!r}")
+            require_int(name, getattr(self, name), 0)
         if 0 < self.normals_k < 3:
             raise ValueError(f"normals_k: expected 0 (off) or >= 3 (a plane needs 3 points), "
                              f"got {self.normals_k}")
-        if not _is_number(self.outlier_std_ratio) or not math.isfinite(self.outlier_std_ratio):
-            raise ValueError(f"outlier_std_ratio: expected a finite number, got {self.outlier_std_ratio!r}")
+        if not _is_number(self.outlier_std_ratio) or not 0 <= self.outlier_std_ratio < math.inf:
+            raise ValueError(f"outlier_std_ratio: expected a finite number >= 0 (0 = no outlier "
+                             f"removal), got {self.outlier_std_ratio!r}")
         if self.max_points is not None and (isinstance(self.max_points, bool)
                                             or not isinstance(self.max_points, int) or self.max_points < 1):
             raise ValueError(f"max_points: expected None or an int >= 1, got {self.max_points!r}")

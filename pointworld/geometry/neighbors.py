@@ -12,7 +12,7 @@ from typing import Literal
 
 import torch
 
-from pointworld.geometry.checks import require_floating, require_shape
+from pointworld.geometry.checks import require_floating, require_int, require_shape
 from pointworld.geometry.neighbors_open3d import (
     knn_indices_open3d,
     open3d_unusable_reason,
@@ -21,12 +21,6 @@ from pointworld.geometry.pointcloud import check_cloud
 
 KnnBackend = Literal["auto", "torch", "open3d"]
 _BACKENDS = ("auto", "torch", "open3d")
-
-
-def _check_k(name: str, k: object) -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-        raise ValueError(f"{name}: expected an int > 0, got {k!r}")
-    return k
 
 
 def _select_backend(backend: object, query: torch.Tensor, points: torch.Tensor) -> str:
@@ -143,7 +137,7 @@ def knn(query: torch.Tensor, points: torch.Tensor, k: int, points_mask: torch.Te
                          f"{tuple(query.shape)}")
     if query.dtype != points.dtype:
         raise TypeError(f"query: expected dtype {points.dtype} like points, got {query.dtype}")
-    k, chunk_size = _check_k("k", k), _check_k("chunk_size", chunk_size)
+    k, chunk_size = require_int("k", k, 1), require_int("chunk_size", chunk_size, 1)
     backend = _select_backend(backend, query, points)
     if not bool(torch.isfinite(points[valid]).all()):
         raise ValueError("points: expected finite coordinates where points_mask is True, got NaN/inf")
@@ -188,7 +182,7 @@ def farthest_point_sampling(points: torch.Tensor, n_samples: int, mask: torch.Te
         valid: (B, S) bool, False in those extra slots.
     """
     mask_v = check_cloud(points, mask)
-    n_samples = _check_k("n_samples", n_samples)
+    n_samples = require_int("n_samples", n_samples, 1)
     if start not in ("first", "random"):
         raise ValueError(f"start: expected 'first' or 'random', got {start!r}")
     if not bool(torch.isfinite(points[mask_v]).all()):

@@ -12,15 +12,9 @@ import math
 
 import torch
 
-from pointworld.geometry.checks import require_finite, require_floating
+from pointworld.geometry.checks import require_finite, require_floating, require_int
 from pointworld.geometry.neighbors import KnnBackend, knn
 from pointworld.geometry.pointcloud import check_cloud
-
-
-def _check_k(k: object, name: str = "k") -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-        raise ValueError(f"{name}: expected an int > 0, got {k!r}")
-    return k
 
 
 def _check_viewpoint(points: torch.Tensor, viewpoint: torch.Tensor | None) -> None:
@@ -144,7 +138,7 @@ def estimate_normals(points: torch.Tensor, mask: torch.Tensor | None = None, *, 
             3 neighbours (the plane is undefined).
     """
     valid = check_cloud(points, mask)
-    k = _check_k(k)
+    k = require_int("k", k, 1)
     _check_viewpoint(points, viewpoint)
     if points.shape[1] == 0:
         return torch.zeros_like(points)
@@ -176,7 +170,7 @@ def statistical_outlier_mask(points: torch.Tensor, mask: torch.Tensor | None = N
         inliers: (B, N) bool.
     """
     valid = check_cloud(points, mask)
-    k = _check_k(k)
+    k = require_int("k", k, 1)
     std_ratio = _check_std_ratio(std_ratio)
     query = torch.where(valid[..., None], points, 0.0).detach()  # the result is boolean: no gradient
     dist, idx = knn(query, points.detach(), k, valid, chunk_size=chunk_size, backend=backend)
@@ -240,7 +234,7 @@ def outliers_and_normals(points: torch.Tensor, mask: torch.Tensor | None = None,
             fewer than 3 inlier neighbours.
     """
     valid = check_cloud(points, mask)
-    outlier_k, normals_k = _check_k(outlier_k, "outlier_k"), _check_k(normals_k, "normals_k")
+    outlier_k, normals_k = require_int("outlier_k", outlier_k, 1), require_int("normals_k", normals_k, 1)
     std_ratio = _check_std_ratio(std_ratio)
     _check_viewpoint(points, viewpoint)
     if points.shape[1] == 0:

@@ -22,6 +22,12 @@ _DENSE_TABLE_MIN = 1 << 16
 _MAX_VOXEL_COORD = 2.0**62
 
 
+def _as_origin(origin: torch.Tensor | Sequence[float] | None, points: torch.Tensor) -> torch.Tensor:
+    """The voxel grid origin (3,) as a tensor of the points' dtype and device (None = zeros)."""
+    value = _as_box_corner("origin", (0.0, 0.0, 0.0) if origin is None else origin, points)
+    return require_shape("origin", value, (3,), max_leading=0)
+
+
 def _as_box_corner(name: str, value: torch.Tensor | Sequence[float], points: torch.Tensor) -> torch.Tensor:
     """A box corner (..., 3) as a tensor of the points' dtype and device; checks shape and finiteness."""
     if not isinstance(value, torch.Tensor):
@@ -78,7 +84,7 @@ def voxel_coordinates(points: torch.Tensor, voxel_size_m: float,
     require_floating("points", points)
     require_shape("points", points, (None, 3))
     voxel_size_m = require_positive("voxel_size_m", voxel_size_m)
-    origin_t = _as_box_corner("origin", (0.0, 0.0, 0.0) if origin is None else origin, points)
+    origin_t = _as_origin(origin, points)
     scaled = torch.floor((points - origin_t) / voxel_size_m)
     require_finite("points", scaled)
     if scaled.numel() and float(scaled.abs().max()) >= _MAX_VOXEL_COORD:
@@ -207,7 +213,7 @@ def voxel_downsample(points: torch.Tensor, voxel_size_m: float, mask: torch.Tens
     voxel_size_m = require_positive("voxel_size_m", voxel_size_m)
     if mode not in ("first", "random"):
         raise ValueError(f"mode: expected 'first' or 'random', got {mode!r}")
-    origin_t = _as_box_corner("origin", (0.0, 0.0, 0.0) if origin is None else origin, points)
+    origin_t = _as_origin(origin, points)
     occupied = valid.any(-1)  # (B,)
     if not bool(occupied.any()):
         return torch.zeros_like(valid)

@@ -288,7 +288,8 @@ def matrix_to_rpy(rotation: torch.Tensor) -> torch.Tensor:
     r = _check("rotation", rotation, (3, 3))
     cos_pitch = torch.hypot(r[..., 0, 0], r[..., 1, 0])
     pitch = torch.atan2(-r[..., 2, 0], cos_pitch)
-    locked = cos_pitch < 1e-6 if r.dtype == torch.float64 else cos_pitch < 1e-3
+    # Only an exact lock (to rounding) drops roll: away from it atan2 stays accurate in float32 too.
+    locked = cos_pitch < 1e-6
     roll = torch.where(locked, torch.zeros_like(pitch), torch.atan2(r[..., 2, 1], r[..., 2, 2]))
     # Locked: R = Rz(yaw) Ry(±pi/2), whose second column is (-sin yaw, cos yaw, 0).
     yaw = torch.where(locked, torch.atan2(-r[..., 0, 1], r[..., 1, 1]),

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from pointworld.capture import calibration as calib_mod
+import pointworld.atomic as atomic_mod
 from pointworld.capture.calibration import (CameraCalibration, extrinsics_for, load_calibration,
                                             save_calibration)
 from pointworld.errors import CalibrationError
@@ -130,9 +131,9 @@ def test_atomic_save_keeps_old_file_on_failure(tmp_path: Path, monkeypatch: pyte
         raise OSError("simulated rename failure")
 
     if failing == "write":
-        monkeypatch.setattr(calib_mod.os, "fdopen", lambda *a, **k: HalfWriter(real_fdopen(*a, **k)))
+        monkeypatch.setattr(atomic_mod.os, "fdopen", lambda *a, **k: HalfWriter(real_fdopen(*a, **k)))
     else:
-        monkeypatch.setattr(calib_mod.os, "replace", fail_replace)
+        monkeypatch.setattr(atomic_mod.os, "replace", fail_replace)
     with pytest.raises(OSError, match="No space|rename"):
         save_calibration(path, [_full("B", 2)])
     assert path.read_bytes() == before

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-cv2 = pytest.importorskip("cv2")
+import cv2  # the test extra installs opencv-python-headless
 
 from pointworld.capture import charuco  # noqa: E402
 from pointworld.capture.charuco import (DICTIONARY_SIZES, CharucoBoardSpec,  # noqa: E402
@@ -151,7 +151,8 @@ def test_render_board_frame_follows_opencv_convention() -> None:
         obj = board.getObjPoints()[int(np.flatnonzero(board.getIds().ravel() == marker_id)[0])]
         uv, _ = cv2.projectPoints(np.asarray(obj, np.float64), rvec, T[:3, 3], K, np.zeros(5))
         np.testing.assert_allclose(c.reshape(4, 2), uv.reshape(4, 2), atol=0.5)
-    # board z points away from the camera: the board normal (0, 0, 1) in the camera frame has z > 0
+    # The markers were detected (not mirrored) with this pose: the printed face is seen, so the
+    # board's +z (the normal (0, 0, 1) in the camera frame) points away from the camera.
     assert T[:3, :3][2, 2] > 0
 
 
@@ -275,6 +276,8 @@ def test_detect_rejects_bad_input() -> None:
         detect_board_pose(img, bad_K, None, SPEC)
     with pytest.raises(ValueError, match="dist_coeffs"):
         detect_board_pose(img, K, np.full(5, np.nan), SPEC)
+    with pytest.raises(ValueError, match=r"K: expected one \(3, 3\)"):
+        detect_board_pose(img, K[None], None, SPEC)
 
 
 # --- camera extrinsics ---------------------------------------------------------------------------

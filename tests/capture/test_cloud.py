@@ -121,6 +121,20 @@ def test_truncated_or_foreign_files_are_clear_errors(mixed_capture, tmp_path):
         read_ply(tmp_path / "png.ply")
     with pytest.raises(TypeError, match="cloud"):
         write_ply(tmp_path / "x.ply", {"points_world": torch.zeros(1, 3)})
+    for bad in (b"element vertex\n", b"element vertex many\n", b"property float\n"):
+        (tmp_path / "bad.ply").write_bytes(b"ply\nformat binary_little_endian 1.0\n" + bad + b"end_header\n")
+        with pytest.raises(CaptureFormatError, match="malformed PLY header line"):
+            read_ply(tmp_path / "bad.ply")
+
+
+def test_colors_outside_unit_range_are_rejected_not_clamped(mixed_capture, tmp_path):
+    import dataclasses
+
+    cloud = fuse_capture(mixed_capture, BARE)
+    bad = dataclasses.replace(cloud, colors=cloud.colors * 2.0 + 0.01)
+    with pytest.raises(ValueError, match="cloud.colors"):
+        write_ply(tmp_path / "x.ply", bad)
+    assert not (tmp_path / "x.ply").exists()
 
 
 def test_failed_write_keeps_the_old_file(mixed_capture, tmp_path, monkeypatch):

@@ -47,6 +47,8 @@ def test_invalid_depth_values_are_kept_not_rejected():
     ("dist_coeffs", [0.0, 0.0, np.nan, 0.0, 0.0], ["dist_coeffs"]),
     ("dist_coeffs", [0.0, 0.0], ["dist_coeffs", "(5,)"]),
     ("serial", "", ["serial"]),
+    ("timestamp_s", float("nan"), ["timestamp_s"]),
+    ("timestamp_s", "yesterday", ["timestamp_s"]),
 ])
 def test_bad_fields_name_the_argument(field, value, words):
     with pytest.raises((ValueError, TypeError)) as info:

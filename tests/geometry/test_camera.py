@@ -92,8 +92,9 @@ def test_validity_rule_and_no_nan_leaks() -> None:
     points, valid = backproject_depth(depth, K, min_depth_m=0.5, max_depth_m=2.0)
     assert valid.tolist() == [[False] * 6 + [True, True, False]]  # min exclusive, max inclusive
     assert torch.isfinite(points).all() and torch.all(points[~valid] == 0)
-    world, valid_w = depth_to_world_points(depth, K, torch.eye(4, dtype=torch.float64).index_fill(
-        1, torch.tensor([3]), 0.5), min_depth_m=0.5, max_depth_m=2.0)
+    T_world_cam = torch.eye(4, dtype=torch.float64)
+    T_world_cam[:3, 3] = 0.5
+    world, valid_w = depth_to_world_points(depth, K, T_world_cam, min_depth_m=0.5, max_depth_m=2.0)
     assert torch.equal(valid_w, valid) and torch.all(world[~valid] == 0)
     assert torch.isfinite(world).all()
 
@@ -257,6 +258,14 @@ def test_bad_input_names_the_argument() -> None:
         depth_to_world_points(depth, K, torch.eye(4, dtype=torch.float64).expand(2, 4, 4))
     with pytest.raises(ValueError, match="^points_cam, K, dist_coeffs: expected broadcastable"):
         project_points(torch.ones(2, 5, 3), K.expand(3, 3, 3))
+    with pytest.raises(ValueError, match="^dist_coeffs: expected finite values"):
+        backproject_depth(depth, K, torch.tensor([0.1, math.nan, 0.0, 0.0, 0.0], dtype=torch.float64))
+    with pytest.raises(ValueError, match="^dist_coeffs: expected finite values"):
+        project_points(torch.ones(5, 3), K, torch.tensor([math.inf, 0.0, 0.0, 0.0, 0.0]))
+    scaled = torch.eye(4, dtype=torch.float64)
+    scaled[:3, :3] *= 3.0
+    with pytest.raises(ValueError, match="^T_world_cam"):
+        depth_to_world_points(depth, K, scaled)
 
 
 def test_pixels_beyond_the_distortion_fold_are_invalid() -> None:

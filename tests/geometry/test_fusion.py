@@ -196,7 +196,7 @@ def test_zero_distortion_equals_no_distortion(views):
     ("workspace_max_m", (0.1, 0.5, 0.6)), ("voxel_size_m", 0.0), ("voxel_size_m", math.inf),
     ("min_depth_m", -0.1), ("max_depth_m", 0.05), ("voxel_mode", "mean"), ("seed", -1),
     ("normals_k", 2.5), ("normals_k", 2), ("outlier_k", -1), ("outlier_std_ratio", math.nan),
-    ("max_points", 0),
+    ("outlier_std_ratio", -1.0), ("max_points", 0),
     ("max_points", True)])
 def test_config_validation_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):

@@ -231,6 +231,8 @@ def test_voxel_bad_arguments():
         voxel_downsample(points, 0.1, mode="centroid")
     with pytest.raises(ValueError, match="origin"):
         voxel_downsample(points, 0.1, origin=[0.0, 0.0])
+    with pytest.raises(ValueError, match="origin"):
+        voxel_downsample(points, 0.1, origin=torch.zeros(2, 3))
 
 
 # ---------------------------------------------------------------- packing

@@ -220,6 +220,13 @@ def test_rpy_round_trip_including_gimbal_lock():
     torch.testing.assert_close(rpy_to_matrix(back), R, atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("offset", [1e-2, 1e-3, 9e-4, 1e-4])
+def test_rpy_round_trip_near_gimbal_lock_in_float32(offset: float):
+    rpy = torch.tensor([[0.3, math.pi / 2 - offset, -0.4], [1.0, -math.pi / 2 + offset, 2.0]])
+    R = rpy_to_matrix(rpy)
+    torch.testing.assert_close(rpy_to_matrix(matrix_to_rpy(R)), R, atol=2e-5, rtol=0)
+
+
 # ---------------------------------------------------------------- rotation_angle
 @pytest.mark.parametrize("angle", [0.0, 1e-12, 1e-9, 1e-6, 0.7, math.pi - 1e-7, math.pi])
 def test_rotation_angle_is_accurate_near_zero_and_pi(angle: float):
