@@ -34,6 +34,7 @@ test-all: install
 
 bench: install
 	$(PY) scripts/bench_geometry.py
+	$(PY) scripts/bench_fk.py
 
 # Re-render the demo recording shipped in pointworld/assets/demo_capture.
 demo-asset: install

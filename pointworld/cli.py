@@ -23,10 +23,11 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 @dataclass(frozen=True)
 class Subcommand:
-    """A CLI subcommand: its primary config (``configs/<name>.yaml``) and the function running it."""
+    """A CLI subcommand: the function running it and its primary config (``configs/<config>.yaml``)."""
 
     summary: str
     run: Callable[[DictConfig], int]
+    config: str
 
 
 def _run_capture(cfg: DictConfig) -> int:
@@ -41,17 +42,25 @@ def _run_calibrate(cfg: DictConfig) -> int:
     return run_calibrate(cfg)
 
 
+def _run_robot_info(cfg: DictConfig) -> int:
+    from pointworld.cli_robot import run_robot_info
+
+    return run_robot_info(cfg)
+
+
 SUBCOMMANDS: dict[str, Subcommand] = {
     "capture": Subcommand("capture RGB-D views and write the fused, cropped, voxelized cloud (.ply)",
-                          _run_capture),
+                          _run_capture, "capture"),
     "calibrate": Subcommand("estimate camera extrinsics from a ChArUco board; write a calibration file",
-                            _run_calibrate),
+                            _run_calibrate, "calibrate"),
+    "robot-info": Subcommand("load a URDF; print its joints, limits, links and sampled surface points",
+                             _run_robot_info, "robot_info"),
 }
 
 
 def config_groups(name: str) -> dict[str, list[str]]:
     """Config groups of subcommand ``name`` and the options each offers, from ``configs/``."""
-    primary = OmegaConf.load(CONFIG_DIR / f"{name}.yaml")
+    primary = OmegaConf.load(CONFIG_DIR / f"{SUBCOMMANDS[name].config}.yaml")
     groups: dict[str, list[str]] = {}
     for entry in primary.get("defaults", []):
         if isinstance(entry, str) or entry is None:
@@ -66,8 +75,9 @@ def compose_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:
     """Compose the Hydra config of subcommand ``name`` with ``key=value`` overrides."""
     from hydra import compose, initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name=name):
-        return compose(config_name=name, overrides=list(overrides))
+    config = SUBCOMMANDS[name].config
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name=config):
+        return compose(config_name=config, overrides=list(overrides))
 
 
 def _usage() -> str:
@@ -80,6 +90,7 @@ def _usage() -> str:
     lines += ["", "examples:", "  pointworld capture output_dir=out fusion.voxel_size_m=0.01",
               "  pointworld capture source=realsense source.serials=[123456789]",
               "  pointworld calibrate source=realsense board_pose.position_m=[0.4,0,0]",
+              "  pointworld robot-info urdf=path/to/robot.urdf links='*finger*'",
               "  pointworld capture --help     (the config, its groups and their options)"]
     return "\n".join(lines)
 

@@ -30,3 +30,17 @@ class CameraNotFoundError(PointworldError, RuntimeError):
 
 class BoardNotFoundError(PointworldError, RuntimeError):
     """The calibration board was not detected, or too few of its corners were seen."""
+
+
+class URDFError(PointworldError, ValueError):
+    """A URDF is malformed or unsupported: bad XML, a joint naming a missing link, several roots, a
+    kinematic cycle, a cyclic or dangling ``<mimic>``, an unsupported joint type."""
+
+
+class MeshNotFoundError(PointworldError, FileNotFoundError):
+    """A mesh referenced by a URDF could not be found; the message names the file and every
+    location that was tried (package map, search paths, the URDF's directory)."""
+
+
+class JointMismatchError(PointworldError, ValueError):
+    """Joint names or a joint vector do not match the robot's actuated joints."""

@@ -155,3 +155,25 @@ def test_debug_flag_shows_the_traceback(tmp_path):
 
     with pytest.raises(EmptyCloudError, match="workspace"):
         main([*args, "--debug"])
+
+
+def test_robot_info_on_a_shipped_robot(capsys):
+    assert main(["robot-info", "urdf=franka_panda", "num_points=300"]) == 0
+    out = capsys.readouterr().out
+    assert "8 actuated joints" in out and "panda_finger_joint2" in out  # the mimic follower
+    assert "panda_joint1" in out and "-2.8973" in out
+    rows = [line.split() for line in out.splitlines() if line.startswith("  panda_")]
+    assert sum(int(r[-1]) for r in rows if r[-1].isdigit()) == 300
+
+
+def test_robot_info_link_pattern_and_errors(capsys, tmp_path):
+    assert main(["robot-info", "urdf=flying_gripper", "links=*finger*", "num_points=100"]) == 0
+    rows = {line.split()[0]: int(line.split()[-1]) for line in capsys.readouterr().out.splitlines()
+            if line.startswith("  ") and line.split()[-1].isdigit() and "finger" in line.split()[0]}
+    assert sum(rows.values()) == 100
+    assert main(["robot-info", f"urdf={tmp_path / 'missing.urdf'}"]) == 1
+    assert "missing.urdf" in capsys.readouterr().err
+    bad = tmp_path / "bad.urdf"
+    bad.write_text("<robot name='x'><link name='a'/><joint name='j' type='fixed'>")
+    assert main(["robot-info", f"urdf={bad}"]) == 1
+    assert "bad.urdf" in capsys.readouterr().err

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import yaml
 
-from pointworld.capture import calibration as calib_mod
 import pointworld.atomic as atomic_mod
 from pointworld.capture.calibration import (CameraCalibration, extrinsics_for, load_calibration,
                                             save_calibration)
