@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,22 +59,31 @@ def mirror_y(parts: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
 # ---------------------------------------------------------------- robot description records
 @dataclass(frozen=True)
 class Link:
+    """One URDF link: its solid is the convex hull of ``parts`` ((N, 3) point sets in the link frame,
+    m); no parts = no geometry. ``mass`` in kg (no geometry: a 10 g placeholder inertial), ``material``
+    a key of :data:`MATERIALS`."""
+
     name: str
-    parts: tuple[np.ndarray, ...] = ()   # the link's solid is the convex hull of these points
-    mass: float = 0.01                   # kg; links without geometry get a 10 g placeholder inertial
+    parts: tuple[np.ndarray, ...] = ()
+    mass: float = 0.01
     material: str = "white"
 
 
 @dataclass(frozen=True)
 class Joint:
+    """One URDF joint. ``kind``: fixed | revolute | continuous | prismatic; ``xyz`` (m) and ``rpy``
+    (rad) place the joint frame in the parent link frame; ``axis`` is a unit vector in the joint frame;
+    ``limit`` = (lower, upper, effort, velocity) in rad or m, N m or N, rad/s or m/s (lower and upper
+    are ignored for continuous joints); ``mimic`` names the leader joint (multiplier 1, offset 0)."""
+
     name: str
-    kind: str                            # fixed | revolute | prismatic
+    kind: str
     parent: str
     child: str
     xyz: Vec = (0.0, 0.0, 0.0)
     rpy: Vec = (0.0, 0.0, 0.0)
     axis: Vec = (0.0, 0.0, 1.0)
-    limit: tuple[float, float, float, float] | None = None   # lower, upper, effort, velocity
+    limit: tuple[float, float, float, float] | None = None
     mimic: str | None = None
 
 
@@ -176,6 +186,7 @@ UR5E_LINKS = (  # name, parts, mass kg (Universal Robots' published link masses)
 
 
 def ur5e_gripper() -> tuple[list[Link], list[Joint]]:
+    """The UR5e arm (base_link .. wrist_3_link, flange ``tool0``) with a Robotiq-sized gripper on tool0."""
     links = [Link(name, parts, mass, "blue" if name in ("base_link", "wrist_3_link") else "white")
              for name, parts, mass in UR5E_LINKS] + [Link("tool0")]
     joints = [Joint(name, "revolute", parent, child, xyz, rpy, limit=(-lim, lim, effort, PI))
@@ -201,13 +212,21 @@ def bimanual() -> tuple[list[Link], list[Joint]]:
 
 
 def flying_gripper() -> tuple[list[Link], list[Joint]]:
-    """A free-floating Panda hand: prismatic x, y, z then revolute roll, pitch, yaw, then the fingers."""
-    names = ("x", "y", "z", "roll", "pitch", "yaw")
-    chain = ["base"] + [f"virtual_{n}" for n in names[:-1]] + ["hand"]
-    limits = ((-1.5, 1.5, 100.0, 1.0), (-1.5, 1.5, 100.0, 1.0), (0.0, 1.5, 100.0, 1.0)) + ((-PI, PI, 10.0, 3.0),) * 3
-    axes = ((1, 0, 0), (0, 1, 0), (0, 0, 1)) * 2
-    joints = [Joint(n, "prismatic" if i < 3 else "revolute", chain[i], chain[i + 1], axis=axes[i], limit=limits[i])
-              for i, n in enumerate(names)]
+    """A free-floating Panda hand with T_base_hand = Trans(x, y, z) @ rpy_to_matrix(roll, pitch, yaw).
+
+    Joints are listed (so the joint vector is ordered) x, y, z, roll, pitch, yaw, but chained
+    base -> x -> y -> z -> yaw -> pitch -> roll -> hand, which gives the URDF rpy convention
+    R = Rz(yaw) Ry(pitch) Rx(roll). The three rotations are continuous (no angle limit).
+    """
+    chain = ("base", "virtual_x", "virtual_y", "virtual_z", "virtual_yaw", "virtual_pitch", "hand")
+    slide = (100.0, 1.0)   # effort N, velocity m/s
+    turn = (-PI, PI, 10.0, 3.0)   # continuous: only effort N m and velocity rad/s are written
+    joints = [Joint("x", "prismatic", "base", "virtual_x", axis=(1, 0, 0), limit=(-1.5, 1.5, *slide)),
+              Joint("y", "prismatic", "virtual_x", "virtual_y", axis=(0, 1, 0), limit=(-1.5, 1.5, *slide)),
+              Joint("z", "prismatic", "virtual_y", "virtual_z", axis=(0, 0, 1), limit=(0.0, 1.5, *slide)),
+              Joint("roll", "continuous", "virtual_pitch", "hand", axis=(1, 0, 0), limit=turn),
+              Joint("pitch", "continuous", "virtual_yaw", "virtual_pitch", axis=(0, 1, 0), limit=turn),
+              Joint("yaw", "continuous", "virtual_z", "virtual_yaw", axis=(0, 0, 1), limit=turn)]
     hand_links, finger_joints = gripper("", PANDA_HAND)
     return [Link(n) for n in chain[:-1]] + hand_links, joints + finger_joints
 
@@ -224,7 +243,8 @@ def _f(x: float) -> str:
     return repr(x).removesuffix(".0")
 
 
-def _v(xs) -> str:
+def _v(xs: Iterable[float]) -> str:
+    """Floats as space-separated shortest round-trip text (URDF ``xyz``/``rpy``/``rgba`` values)."""
     return " ".join(_f(x) for x in xs)
 
 
@@ -234,6 +254,7 @@ def _r6(x: float) -> float:
 
 
 def _inertial(link: Link, mesh: trimesh.Trimesh | None) -> list[str]:
+    """``<inertial>`` lines: centre of mass and inertia of the solid ``mesh`` of mass ``link.mass``."""
     if mesh is None:
         com, inertia = np.zeros(3), np.eye(3) * 1e-6
     else:
@@ -248,6 +269,7 @@ def _inertial(link: Link, mesh: trimesh.Trimesh | None) -> list[str]:
 
 
 def _link_xml(robot: str, link: Link, mesh: trimesh.Trimesh | None, visual_ext: str) -> list[str]:
+    """``<link>`` lines: inertial, then visual and collision meshes (``package://<robot>/meshes/``)."""
     out = [f'  <link name="{link.name}">'] + _inertial(link, mesh)
     if mesh is not None:
         for tag, ext in (("visual", visual_ext), ("collision", "stl")):
@@ -259,12 +281,14 @@ def _link_xml(robot: str, link: Link, mesh: trimesh.Trimesh | None, visual_ext: 
 
 
 def _joint_xml(j: Joint) -> list[str]:
+    """``<joint>`` lines: origin, parent, child, then axis, limit and mimic for movable joints."""
     out = [f'  <joint name="{j.name}" type="{j.kind}">', f'    <origin xyz="{_v(j.xyz)}" rpy="{_v(j.rpy)}"/>',
            f'    <parent link="{j.parent}"/>', f'    <child link="{j.child}"/>']
     if j.kind != "fixed":
         lo, hi, effort, vel = j.limit
+        bounds = "" if j.kind == "continuous" else f'lower="{_f(lo)}" upper="{_f(hi)}" '
         out += [f'    <axis xyz="{_v(j.axis)}"/>',
-                f'    <limit lower="{_f(lo)}" upper="{_f(hi)}" effort="{_f(effort)}" velocity="{_f(vel)}"/>']
+                f'    <limit {bounds}effort="{_f(effort)}" velocity="{_f(vel)}"/>']
     if j.mimic is not None:
         out.append(f'    <mimic joint="{j.mimic}" multiplier="1" offset="0"/>')
     return out + ['  </joint>']
@@ -309,6 +333,7 @@ def write_robot(robot: str, output: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Command line entry point (``--output``, ``--robots``); see the module docstring."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, default=Path(__file__).resolve().parents[1] / "urdfs",
                         help="folder that receives one sub-folder per robot (default: the repository's urdfs/)")

@@ -37,8 +37,15 @@ def _taylor_or_exact(theta_sq: torch.Tensor, exact: Callable[[torch.Tensor], tor
     return torch.where(small, series, exact(theta))
 
 
-def _skew(v: torch.Tensor) -> torch.Tensor:
-    """(..., 3) -> (..., 3, 3) cross-product matrix, ``skew(v) @ u == cross(v, u)``."""
+def skew_matrix(v: torch.Tensor) -> torch.Tensor:
+    """Cross-product (skew-symmetric) matrix of a vector: ``skew_matrix(v) @ u == cross(v, u)``.
+
+    Args:
+        v: (..., 3) vector, any unit, any frame (not validated: also used on internal hot paths).
+
+    Returns:
+        (..., 3, 3) ``[[0, -z, y], [z, 0, -x], [-y, x, 0]]``, same dtype/device/frame as ``v``.
+    """
     x, y, z = v.unbind(-1)
     o = torch.zeros_like(x)
     return torch.stack([o, -z, y, z, o, -x, -y, x, o], dim=-1).unflatten(-1, (3, 3))
@@ -132,7 +139,7 @@ def axis_angle_to_matrix(rotvec: torch.Tensor) -> torch.Tensor:
     a = _taylor_or_exact(theta_sq, lambda th: torch.sin(th) / th, [1.0, -1 / 6, 1 / 120, -1 / 5040])
     b = _taylor_or_exact(theta_sq, lambda th: (1 - torch.cos(th)) / (th * th),
                          [0.5, -1 / 24, 1 / 720, -1 / 40320])
-    k = _skew(v)
+    k = skew_matrix(v)
     eye = torch.eye(3, dtype=v.dtype, device=v.device)
     return eye + a[..., None, None] * k + b[..., None, None] * (k @ k)
 

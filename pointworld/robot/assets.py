@@ -7,7 +7,8 @@ the joint lists and limits.
 
 - ``franka_panda``: Franka Emika Panda, 7 arm joints + 1 finger joint (the second finger mimics it).
 - ``bimanual``: pedestal + torso with two Panda-kinematics arms and grippers (``left_*``/``right_*``), J = 16.
-- ``flying_gripper``: a free-floating Panda hand, virtual joints x, y, z, roll, pitch, yaw + finger, J = 7.
+- ``flying_gripper``: a free-floating Panda hand, virtual joints x, y, z, roll, pitch, yaw + finger, J = 7,
+  with T_base_hand = Trans(x, y, z) @ rpy_to_matrix(roll, pitch, yaw); the three angles are continuous.
 - ``ur5e_gripper``: Universal Robots UR5e (published DH) with a parallel gripper, J = 7.
 
 Gripper convention (all four): one actuated prismatic finger joint, 0 = closed, its upper limit = open,
@@ -62,3 +63,12 @@ def shipped_package_map() -> dict[str, Path]:
         (``package://franka_panda/meshes/x.stl`` -> ``.../urdfs/franka_panda/meshes/x.stl``).
     """
     return {name: _URDF_ROOT / name for name in SHIPPED_ROBOTS}
+
+
+def is_shipped_urdf(path: str | Path) -> bool:
+    """Whether ``path`` is a file inside the shipped ``urdfs/`` folder (symlinks resolved).
+
+    The loader resolves ``package://<shipped robot>/...`` names with :func:`shipped_package_map` only
+    for such files, so a user URDF never silently picks up a shipped mesh.
+    """
+    return Path(path).resolve().is_relative_to(_URDF_ROOT.resolve())

@@ -11,26 +11,30 @@ Finite differences along time (``p_t`` = position at step t, ``dt = dt_s``, ``n 
   second-order one-sided formulas ``v_0 = (-3 p_0 + 4 p_1 - p_2) / (2 dt)`` and
   ``v_T = (3 p_T - 4 p_{T-1} + p_{T-2}) / (2 dt)``. With n == 2 both steps get ``(p_1 - p_0) / dt``;
   with n == 1 the velocity is 0.
-- acceleration, m/s^2: interior ``a_t = (p_{t+1} - 2 p_t + p_{t-1}) / dt^2``; each end takes the
-  second difference of its three nearest steps (``a_0 = a_1``, ``a_T = a_{T-1}``). With n <= 2 it
-  is 0.
+- acceleration, m/s^2: interior ``a_t = (p_{t+1} - 2 p_t + p_{t-1}) / dt^2``; with n >= 4 the
+  ends use the second-order one-sided formulas ``a_0 = (2 p_0 - 5 p_1 + 4 p_2 - p_3) / dt^2`` and
+  ``a_T = (2 p_T - 5 p_{T-1} + 4 p_{T-2} - p_{T-3}) / dt^2``; with n == 3 every step gets the one
+  second difference ``(p_2 - 2 p_1 + p_0) / dt^2``; with n <= 2 it is 0.
 
-Both are exact for motions that are quadratic in time (constant acceleration) at every step.
+Velocities are exact at every step for motions quadratic in time (constant acceleration);
+accelerations are exact at every step for motions cubic in time (constant jerk) when n >= 4, and
+quadratic ones when n == 3.
 
-Features (:meth:`RobotPointFlow.features`), (B, T+1, M, C = 14), channels in this order
+Features (:meth:`RobotPointFlow.features`), (B, T+1, M, C = 15), channels in this order
 (``FEATURE_LAYOUT`` maps the names to slices)::
 
     0:3 xyz (m) | 3:6 normal (unit) | 6 gripper_open (0..1) | 7:10 velocity (m/s)
     | 10:13 acceleration (m/s^2) | 13 time (step index t as a float)
+    | 14 link_id (index of the point's link in ``robot.link_names``, as a float)
 
-all vectors in the output frame (world when ``T_world_base`` is given, else the base frame). The
-link id is not a channel (it is ``link_index``).
+all vectors in the output frame (world when ``T_world_base`` is given, else the base frame).
 
 How it is computed: points are linear in their link's pose ``[R | t]``, so the difference stencils
 are applied to the link poses, and for each link one batched matmul of its points' rows
-``[x, y, z, 1, nx, ny, nz]`` (M_l, 7) with a (B, T+1, 7, C) weight matrix yields all 14 channels at
-once (no (B, T+1, M, 4, 4) gather). Reading the per-link point counts costs one host-device
-synchronisation per call on a GPU.
+``[x, y, z, 1, nx, ny, nz]`` (M_l, 7) with a (B, T+1, 7, C) weight matrix yields all 15 channels at
+once (no (B, T+1, M, 4, 4) gather). The per-link grouping of the points is computed once when the
+:class:`~pointworld.robot.sampling.RobotSurfacePoints` is built, so with ``validate=False`` a call
+makes no host-device synchronisation; the input checks of ``validate=True`` make a few.
 """
 
 from __future__ import annotations
@@ -40,7 +44,9 @@ from dataclasses import dataclass
 
 import torch
 
-from pointworld.geometry.checks import require_finite, require_shape
+from pointworld.errors import JointMismatchError
+from pointworld.geometry.checks import (require_finite, require_floating, require_positive,
+                                        require_shape)
 from pointworld.geometry.se3 import check_rigid_transform
 from pointworld.robot.kinematics import forward_kinematics
 from pointworld.robot.model import Robot
@@ -54,9 +60,10 @@ FEATURE_LAYOUT: dict[str, slice] = {
     "velocity": slice(7, 10),      # m/s, same frame
     "acceleration": slice(10, 13), # m/s^2, same frame
     "time": slice(13, 14),         # step index t = 0..T as a float (not seconds)
+    "link_id": slice(14, 15),      # index of the point's link in robot.link_names, as a float
 }
 #: C, the number of feature channels.
-FEATURE_DIM: int = 14
+FEATURE_DIM: int = 15
 
 
 @dataclass(frozen=True)
@@ -71,7 +78,8 @@ class RobotPointFlow:
         acceleration: (B, T+1, M, 3) m/s^2.
         gripper_open: (B, T+1, M) gripper-open state of each step broadcast to the points, [0, 1].
         time_index: (B, T+1, M) int64 step index t.
-        link_index: (M,) int64 index into ``robot.link_names`` of each point's link.
+        link_index: (M,) int64 index into ``robot.link_names`` of each point's link (also the
+            float ``link_id`` feature channel).
     """
 
     points: torch.Tensor
@@ -84,9 +92,10 @@ class RobotPointFlow:
     _features: torch.Tensor = dataclasses.field(repr=False)
 
     def features(self) -> torch.Tensor:
-        """(B, T+1, M, C=14) per-point features, channels as in ``FEATURE_LAYOUT``: ``[xyz 0:3 |
-        normal 3:6 | gripper_open 6:7 | velocity 7:10 | acceleration 10:13 | time 13:14]`` (the time
-        channel is the step index t as a float; the link id is not a channel).
+        """(B, T+1, M, C=15) per-point features, channels as in ``FEATURE_LAYOUT``: ``[xyz 0:3 |
+        normal 3:6 | gripper_open 6:7 | velocity 7:10 | acceleration 10:13 | time 13:14 |
+        link_id 14:15]`` (time is the step index t and link_id the link's index in
+        ``robot.link_names``, both as floats).
 
         No copy: the other fields are views into this tensor; clone before editing it in place."""
         return self._features
@@ -101,19 +110,29 @@ def _difference_matrices(n: int, dt: float,
     if n == 2:
         d[:, 0], d[:, 1] = -1.0 / dt, 1.0 / dt
     elif n >= 3:
+        def coeffs(*values: float) -> torch.Tensor:
+            return torch.tensor(values, dtype=like.dtype, device=like.device)
+
         d = (eye.roll(1, dims=1) - eye.roll(-1, dims=1)) * (0.5 / dt)  # interior rows central
         d[0] = 0.0
         d[-1] = 0.0
-        d[0, :3] = torch.tensor([-3.0, 4.0, -1.0]) * (0.5 / dt)
-        d[-1, -3:] = torch.tensor([1.0, -4.0, 3.0]) * (0.5 / dt)
+        d[0, :3] = coeffs(-3.0, 4.0, -1.0) * (0.5 / dt)
+        d[-1, -3:] = coeffs(1.0, -4.0, 3.0) * (0.5 / dt)
         a = (eye.roll(1, dims=1) - 2 * eye + eye.roll(-1, dims=1)) / (dt * dt)
-        a[0], a[-1] = a[1], a[-2]
+        if n == 3:
+            a[0], a[-1] = a[1], a[-2]
+        else:
+            a[0] = 0.0
+            a[-1] = 0.0
+            a[0, :4] = coeffs(2.0, -5.0, 4.0, -1.0) / (dt * dt)
+            a[-1, -4:] = coeffs(-1.0, 4.0, -5.0, 2.0) / (dt * dt)
     return d, a
 
 
-def _feature_weights(rt: torch.Tensor, grip: torch.Tensor, dt: float) -> torch.Tensor:
+def _feature_weights(rt: torch.Tensor, links: torch.Tensor, grip: torch.Tensor,
+                     dt: float) -> torch.Tensor:
     """(B, n, U, 7, C) matrices W with ``features = [x, y, z, 1, nx, ny, nz] @ W`` for a point of
-    local position x and normal n on each of the U links whose ``[R | t]`` rows are
+    local position x and normal n on each of the U links ``links`` (U,) whose ``[R | t]`` rows are
     ``rt`` (B, n, U, 3, 4); ``grip`` (B, n)."""
     b, n, u = rt.shape[:3]
     d, a = _difference_matrices(n, dt, rt)
@@ -125,33 +144,41 @@ def _feature_weights(rt: torch.Tensor, grip: torch.Tensor, dt: float) -> torch.T
     w[..., :4, lay["acceleration"]] = torch.einsum("ts,bsuij->btuji", a, rt)
     w[..., 3, lay["gripper_open"].start] = grip[:, :, None]
     w[..., 3, lay["time"].start] = torch.arange(n, dtype=rt.dtype, device=rt.device)[:, None]
+    w[..., 3, lay["link_id"].start] = links.to(rt.dtype)
     return w
 
 
 def _features(link_poses: torch.Tensor, surface: RobotSurfacePoints, grip: torch.Tensor,
               dt: float) -> torch.Tensor:
     """(B, n, M, C) features from link poses (B, n, L, 4, 4): per link one batched matmul of its
-    points' ``[x, 1, n]`` rows (M_l, 7) with its (B, n, 7, C) weights, concatenated along M."""
-    idx = surface.link_index
-    order = torch.argsort(idx, stable=True)
-    links, counts = torch.unique_consecutive(idx[order], return_counts=True)
+    points' ``[x, 1, n]`` rows (M_l, 7) with its (B, n, 7, C) weights, concatenated along M.
+    Uses the grouping precomputed in ``surface`` (no host-device synchronisation)."""
+    links = surface._group_links
     local = torch.cat([surface.points_link, torch.ones_like(surface.points_link[:, :1]),
-                       surface.normals_link], dim=-1)[order]  # (M, 7), grouped by link
-    w = _feature_weights(link_poses[:, :, links, :3, :], grip, dt)
-    parts = [local[start:start + c] @ w[:, :, i] for i, (start, c) in
-             enumerate(zip(torch.cumsum(counts, 0).sub(counts).tolist(), counts.tolist()))]
+                       surface.normals_link], dim=-1)  # (M, 7)
+    if surface._order is not None:
+        local = local.index_select(0, surface._order)  # grouped by link
+    w = _feature_weights(link_poses[:, :, links, :3, :], links, grip, dt)
+    parts, start = [], 0
+    for i, (_, count) in enumerate(surface.link_groups):
+        parts.append(local[start:start + count] @ w[:, :, i])
+        start += count
+    if not parts:  # M == 0
+        return w.new_zeros(*link_poses.shape[:2], 0, FEATURE_DIM)
     feats = torch.cat(parts, dim=2)
-    if bool((idx[1:] < idx[:-1]).any()):  # points not grouped by link: undo the sort
-        feats = feats.index_select(2, torch.argsort(order))
+    if surface._order is not None:  # undo the grouping
+        feats = feats.index_select(2, torch.argsort(surface._order))
     return feats
 
 
-def _check_gripper(gripper_open: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+def _check_gripper(gripper_open: torch.Tensor, q: torch.Tensor, validate: bool) -> torch.Tensor:
     g = require_shape("gripper_open", gripper_open, (q.shape[0], q.shape[1]), max_leading=0)
     if g.dtype == torch.bool:
         return g.to(dtype=q.dtype, device=q.device)
     if not g.is_floating_point():
         raise TypeError(f"gripper_open: expected a bool or floating-point tensor, got {g.dtype}")
+    if not validate:
+        return g.to(dtype=q.dtype, device=q.device)
     g = require_finite("gripper_open", g).to(dtype=q.dtype, device=q.device)
     if bool(((g < 0) | (g > 1)).any()):
         raise ValueError(f"gripper_open: expected values in [0, 1], got min {float(g.min()):.3g} "
@@ -159,11 +186,13 @@ def _check_gripper(gripper_open: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return g
 
 
-def _check_base(T_world_base: torch.Tensor | None, q: torch.Tensor) -> torch.Tensor | None:
+def _check_base(T_world_base: torch.Tensor | None, q: torch.Tensor,
+                validate: bool) -> torch.Tensor | None:
     if T_world_base is None:
         return None
-    T = require_shape("T_world_base", check_rigid_transform("T_world_base", T_world_base), (4, 4),
-                      max_leading=1)
+    if validate:
+        T_world_base = check_rigid_transform("T_world_base", T_world_base)
+    T = require_shape("T_world_base", T_world_base, (4, 4), max_leading=1)
     if T.dtype != q.dtype:
         raise TypeError(f"T_world_base: expected dtype {q.dtype} like q, got {T.dtype}")
     if T.dim() == 3 and T.shape[0] != q.shape[0]:
@@ -172,15 +201,41 @@ def _check_base(T_world_base: torch.Tensor | None, q: torch.Tensor) -> torch.Ten
     return T[:, None] if T.dim() == 3 else T  # broadcasts over (B, T+1)
 
 
+def _check_q(robot: Robot, q: torch.Tensor, clamp_to_limits: bool, validate: bool) -> torch.Tensor:
+    q = require_shape("q", q, (None, None, None), max_leading=0)
+    if validate:
+        if clamp_to_limits:
+            return robot.clamp_to_limits(q)
+        return robot.check_joint_limits(q, name="q")
+    q = require_floating("q", q)
+    if q.shape[-1] != robot.num_joints:
+        raise JointMismatchError(f"q: expected shape (B, T+1, {robot.num_joints}) for the actuated "
+                                 f"joints of robot {robot.name!r}, got {tuple(q.shape)}")
+    return torch.clamp(q, robot.lower.to(q), robot.upper.to(q)) if clamp_to_limits else q
+
+
+def _check_surface(robot: Robot, surface: RobotSurfacePoints) -> None:
+    """The surface must come from this robot (same name and links); no host-device sync."""
+    if surface.link_names is not None and (surface.link_names != robot.link_names
+                                           or surface.robot_name != robot.name):
+        raise ValueError(f"surface: link_index refers to the links of robot {surface.robot_name!r} "
+                         f"{list(surface.link_names)}, not to those of robot {robot.name!r} "
+                         f"{list(robot.link_names)}")
+    if surface.link_groups and surface.link_groups[-1][0] >= robot.num_links:
+        raise ValueError(f"surface: link_index refers to link {surface.link_groups[-1][0]} but "
+                         f"robot {robot.name!r} has {robot.num_links} links")
+
+
 def robot_point_flow(robot: Robot, surface: RobotSurfacePoints, q: torch.Tensor,
                      gripper_open: torch.Tensor, *, dt_s: float = 0.1,
                      T_world_base: torch.Tensor | None = None,
-                     clamp_to_limits: bool = False) -> RobotPointFlow:
+                     clamp_to_limits: bool = False, validate: bool = True) -> RobotPointFlow:
     """Move the sampled surface points along joint trajectories (see module docstring).
 
     Args:
         robot: the robot the points were sampled on; converted to ``q``'s dtype/device if needed.
-        surface: M points in their link frames (moved to ``q``'s dtype/device).
+        surface: M points in their link frames (moved to ``q``'s dtype/device), sampled on a robot
+            with the same name and link names as ``robot``.
         q: (B, T+1, J) joint positions per step, rad or m, ``robot.joint_names`` order, finite.
         gripper_open: (B, T+1) bool or float in [0, 1] gripper-open state per step (1 = open).
         dt_s: time between steps, s (> 0).
@@ -188,32 +243,31 @@ def robot_point_flow(robot: Robot, surface: RobotSurfacePoints, q: torch.Tensor,
             stay in the base frame; same dtype as ``q``.
         clamp_to_limits: clamp ``q`` into the joint limits; by default a value outside them (by
             more than 1e-6 rad or m) is an error naming the joint.
+        validate: check the values of ``q`` (finite, within limits), ``gripper_open`` (finite, in
+            [0, 1]) and the rigidity of ``T_world_base``, which synchronises host and device.
+            ``False`` (e.g. in a planner's inner loop, on inputs already checked) keeps only the
+            shape, dtype and robot checks: no synchronisation, bad values go through unnoticed.
 
     Returns:
         :class:`RobotPointFlow` with points/normals/velocity/acceleration (B, T+1, M, 3),
         gripper_open and time_index (B, T+1, M) and link_index (M,); ``.features()``
-        (B, T+1, M, 14).
+        (B, T+1, M, 15).
 
     Raises:
         ValueError: ``q`` not (B, T+1, J) for this robot or not finite, ``gripper_open`` not
-            (B, T+1) or outside [0, 1], non-rigid ``T_world_base``, ``surface`` pointing at links
-            the robot does not have, or ``dt_s`` <= 0. TypeError: wrong dtypes.
+            (B, T+1) or outside [0, 1], non-rigid ``T_world_base``, ``surface`` sampled on another
+            robot or pointing at links the robot does not have, or ``dt_s`` <= 0. TypeError:
+            wrong dtypes.
     """
-    if isinstance(dt_s, bool) or not isinstance(dt_s, (int, float)) or not 0 < dt_s < float("inf"):
-        raise ValueError(f"dt_s: expected a finite number > 0, got {dt_s!r}")
-    q = require_shape("q", q, (None, None, None), max_leading=0)
-    q = robot.clamp_to_limits(q) if clamp_to_limits else robot.check_joint_limits(q, name="q")
-    if not q.is_floating_point():
-        raise TypeError(f"q: expected a floating-point tensor, got dtype {q.dtype}")
-    g = _check_gripper(gripper_open, q)
-    base = _check_base(T_world_base, q)
-    if surface.link_index.numel() and int(surface.link_index.max()) >= robot.num_links:
-        raise ValueError(f"surface: link_index refers to link {int(surface.link_index.max())} but "
-                         f"robot {robot.name!r} has {robot.num_links} links")
+    dt = require_positive("dt_s", dt_s)
+    q = _check_q(robot, q, clamp_to_limits, validate)
+    g = _check_gripper(gripper_open, q, validate)
+    base = _check_base(T_world_base, q, validate)
+    _check_surface(robot, surface)
     if q.dtype != robot.dtype or q.device != robot.device:
         robot = robot.to(dtype=q.dtype, device=q.device)
     surface = surface.to(dtype=q.dtype, device=q.device)
-    feats = _features(forward_kinematics(robot.chain, q, base), surface, g, float(dt_s))
+    feats = _features(forward_kinematics(robot.chain, q, base), surface, g, dt)
     b, n, m = feats.shape[:3]
     lay = FEATURE_LAYOUT
     time_index = torch.arange(n, device=q.device)[None, :, None].expand(b, n, m)

@@ -1,8 +1,9 @@
 """Batched, differentiable forward kinematics and geometric Jacobians on a
 :class:`~pointworld.robot.model.KinematicChain`.
 
-Pure torch functions: any leading dims on ``q``, dtype and device from ``q`` (the chain is cast when it
-differs; use ``Robot.to(torch.float64)`` for float64-exact constants), autograd through everything, and
+Pure torch functions: any leading dims on ``q``, dtype and device from ``q`` (the chain is cast per
+call when it differs, from its float64 master copy, so float64 ``q`` on a float32 chain still gets
+float64-exact constants; ``Robot.to`` once avoids the per-call cast), autograd through everything, and
 ``torch.compile``-friendly (the only Python loop runs over links, from the chain's static structure).
 
 How FK is organised for speed: the local transforms of all moving joints come from one batched
@@ -13,24 +14,29 @@ one (4×4)·(4×4) batched matmul per link composes the tree (fixed joints multi
 
 from __future__ import annotations
 
+import numbers
+import warnings
+
 import torch
 
 from pointworld.geometry.checks import require_floating, require_shape
-from pointworld.robot.model import FIXED, PRISMATIC, REVOLUTE, KinematicChain
+from pointworld.robot.model import (
+    PRISMATIC,
+    REVOLUTE,
+    KinematicChain,
+    require_joint_dim,
+)
 
 
 def _chain_like(chain: KinematicChain, q: torch.Tensor) -> KinematicChain:
-    if chain.dtype != q.dtype or chain.device != q.device:
-        return chain.to(q.dtype, q.device)
-    return chain
-
-
-def _check_q(chain: KinematicChain, q: object, name: str = "q") -> torch.Tensor:
-    q = require_floating(name, q)
-    if q.dim() == 0 or q.shape[-1] != chain.num_joints:
-        raise ValueError(f"{name}: expected shape (..., {chain.num_joints}) (one entry per actuated "
-                         f"joint), got a tensor of shape {tuple(q.shape)}")
-    return q
+    """``chain`` in ``q``'s dtype and device (cast from its float64 master copy when it has one)."""
+    if chain.dtype == q.dtype and chain.device == q.device:
+        return chain
+    if chain.float64_master is None and torch.finfo(q.dtype).bits > torch.finfo(chain.dtype).bits:
+        warnings.warn(f"q is {q.dtype} but the kinematic chain is {chain.dtype} without a float64 "
+                      f"master copy: its constants keep {chain.dtype} rounding; build the chain in "
+                      f"float64 (load_robot does) or use Robot.to(dtype)", stacklevel=3)
+    return chain.to(q.dtype, q.device)
 
 
 def _motion_transforms(chain: KinematicChain, q_flat: torch.Tensor) -> torch.Tensor:
@@ -59,7 +65,7 @@ def forward_kinematics(chain: KinematicChain, q: torch.Tensor,
         (..., L, 4, 4) ``T_base_link`` (or ``T_world_link`` when ``T_world_base`` is given), m,
         links in ``Robot.link_names`` order.
     """
-    q = _check_q(chain, q)
+    q = require_joint_dim("q", q, chain.num_joints)
     chain = _chain_like(chain, q)
     n = q.shape[:-1].numel()
     q_flat = q.reshape(n, chain.num_joints)
@@ -99,26 +105,22 @@ def link_jacobian(chain: KinematicChain, q: torch.Tensor, link: int,
         (..., 6, J): rows 0-2 the point's linear velocity (m/s per unit joint velocity), rows 3-5
         the link's angular velocity (rad/s per unit joint velocity), base frame.
     """
-    q = _check_q(chain, q)
+    q = require_joint_dim("q", q, chain.num_joints)
     chain = _chain_like(chain, q)
-    if not isinstance(link, int) or not -chain.num_links <= link < chain.num_links:
-        raise ValueError(f"link: expected an int link index in [0, {chain.num_links}), got {link!r}")
-    link = link % chain.num_links
+    integral = isinstance(link, numbers.Integral) and not isinstance(link, bool)
+    if not integral or not -chain.num_links <= link < chain.num_links:
+        raise ValueError(f"link: expected an integer link index in [-{chain.num_links}, "
+                         f"{chain.num_links}), got {link!r}")
+    link = int(link) % chain.num_links
     T = forward_kinematics(chain, q) if T_base_link is None else T_base_link
-    path = []  # moving joints from the root down to `link`
-    node = link
-    while node >= 0:
-        if chain.type_codes[node] != FIXED:
-            path.append(node)
-        node = chain.parent_indices[node]
+    idx = chain.link_paths[link]  # links with a moving joint from the root down to `link`
     p = T[..., link, :3, 3]
     if point_link is not None:
         pt = require_shape("point_link", require_floating("point_link", point_link), (3,)).to(q)
         p = p + (T[..., link, :3, :3] @ pt[..., None])[..., 0]
     jac = q.new_zeros(*torch.broadcast_shapes(q.shape[:-1], p.shape[:-1]), 6, chain.num_joints)
-    if not path:
+    if idx.numel() == 0:
         return jac
-    idx = torch.tensor(path, device=q.device)
     frames = T[..., idx, :3, :]  # (..., P, 3, 4)
     z = (frames[..., :3] @ chain.axis[idx][:, :, None])[..., 0]  # (..., P, 3)
     revolute = (chain.joint_type[idx] == REVOLUTE).to(q.dtype)[:, None]

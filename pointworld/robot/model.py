@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 import trimesh
 
-from pointworld.geometry.checks import require_finite, require_floating
 from pointworld.errors import JointMismatchError
+from pointworld.geometry.checks import require_finite, require_floating
+from pointworld.geometry.rotations import skew_matrix
 
 #: ``KinematicChain.joint_type`` codes. Continuous joints are REVOLUTE (with infinite limits).
 FIXED, REVOLUTE, PRISMATIC = 0, 1, 2
@@ -27,10 +28,15 @@ _FLOAT_FIELDS = ("origin", "axis", "q_multiplier", "q_offset", "motion_multiplie
                  "motion_origin", "motion_sin", "motion_cos", "motion_lin")
 
 
-def _skew(v: torch.Tensor) -> torch.Tensor:
-    zero = torch.zeros_like(v[..., 0])
-    x, y, z = v.unbind(-1)
-    return torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], dim=-1).unflatten(-1, (3, 3))
+def require_joint_dim(name: str, q: object, num_joints: int, detail: str = "") -> torch.Tensor:
+    """Return ``q`` (..., J) if it is a floating tensor with J = ``num_joints`` (``TypeError``,
+    else ``JointMismatchError`` whose expectation ends with ``detail``). No value checks, so no
+    device synchronisation: forward kinematics uses it inside ``torch.compile`` graphs."""
+    q = require_floating(name, q)
+    if q.dim() == 0 or q.shape[-1] != num_joints:
+        raise JointMismatchError(f"{name}: expected shape (..., {num_joints}) (one entry per "
+                                 f"actuated joint{detail}), got a tensor of shape {tuple(q.shape)}")
+    return q
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,6 +65,10 @@ class KinematicChain:
             rotation: ``[[R K, 0], [0, 0]]`` and ``[[R K K, 0], [0, 0]]`` for revolute joints and
             ``[[0, R axis], [0, 0]]`` for prismatic ones (else 0), so that the joint's local transform
             is ``origin + sin(θ) motion_sin + (1 - cos(θ)) motion_cos + θ motion_lin`` (Rodrigues).
+        link_paths: for each link, (P,) int64 indices of the links with a moving joint on its path
+            from the root (root first), for Jacobians.
+        float64_master: the float64 chain this one was cast from (None if it is float64 itself), so
+            :meth:`to` never upcasts rounded constants.
     """
 
     parent: torch.Tensor
@@ -79,6 +89,8 @@ class KinematicChain:
     motion_sin: torch.Tensor
     motion_cos: torch.Tensor
     motion_lin: torch.Tensor
+    link_paths: tuple[torch.Tensor, ...]
+    float64_master: KinematicChain | None = dataclasses.field(default=None, repr=False)
 
     @classmethod
     def build(cls, parent: torch.Tensor, origin: torch.Tensor, axis: torch.Tensor,
@@ -88,26 +100,26 @@ class KinematicChain:
         FK-ready ones."""
         types = tuple(int(t) for t in joint_type.tolist())
         moving = [i for i, t in enumerate(types) if t != FIXED]
-        slot = [-1] * len(types)
-        for k, i in enumerate(moving):
-            slot[i] = k
+        slot = tuple(moving.index(i) if t != FIXED else -1 for i, t in enumerate(types))
         m = torch.tensor(moving, dtype=torch.int64)
         o = origin[m]
         revolute = (joint_type[m] == REVOLUTE).to(origin.dtype)[:, None, None]
         prismatic = (joint_type[m] == PRISMATIC).to(origin.dtype)[:, None]
-        k = _skew(axis[m])
-        sin4 = torch.zeros_like(o)
-        cos4 = torch.zeros_like(o)
-        lin4 = torch.zeros_like(o)
+        k = skew_matrix(axis[m])
+        sin4, cos4, lin4 = torch.zeros_like(o), torch.zeros_like(o), torch.zeros_like(o)
         sin4[:, :3, :3] = o[:, :3, :3] @ k * revolute
         cos4[:, :3, :3] = o[:, :3, :3] @ k @ k * revolute
         lin4[:, :3, 3] = (o[:, :3, :3] @ axis[m][:, :, None])[..., 0] * prismatic
+        paths: list[list[int]] = []
+        for i, p in enumerate(parent.tolist()):
+            paths.append((paths[p] if p >= 0 else []) + ([i] if types[i] != FIXED else []))
         return cls(parent=parent, origin=origin, axis=axis, joint_type=joint_type, q_index=q_index,
                    q_multiplier=q_multiplier, q_offset=q_offset, num_joints=int(num_joints),
                    parent_indices=tuple(int(p) for p in parent.tolist()), type_codes=types,
-                   moving_slot=tuple(slot), motion_index=q_index[m].clamp(min=0),
+                   moving_slot=slot, motion_index=q_index[m],
                    motion_multiplier=q_multiplier[m], motion_offset=q_offset[m],
-                   motion_origin=o, motion_sin=sin4, motion_cos=cos4, motion_lin=lin4)
+                   motion_origin=o, motion_sin=sin4, motion_cos=cos4, motion_lin=lin4,
+                   link_paths=tuple(torch.tensor(p, dtype=torch.int64) for p in paths))
 
     @property
     def num_links(self) -> int:
@@ -126,14 +138,17 @@ class KinematicChain:
 
     def to(self, dtype: torch.dtype | None = None,
            device: torch.device | str | None = None) -> KinematicChain:
-        """Copy with floating tensors cast to ``dtype`` and all tensors moved to ``device``."""
-        changes = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
+        """Copy with floating tensors cast to ``dtype`` and all tensors moved to ``device``; casts
+        start from the float64 master copy when there is one (exact float32 -> float64)."""
+        master = self if self.dtype == torch.float64 else self.float64_master
+        source, dtype = master or self, dtype or self.dtype
+        changes: dict[str, object] = {"float64_master": None if dtype == torch.float64 else master}
+        for f in dataclasses.fields(source):
+            value = getattr(source, f.name)
             if isinstance(value, torch.Tensor):
-                changes[f.name] = value.to(device=device, dtype=dtype if f.name in _FLOAT_FIELDS
-                                           else None)
-        return dataclasses.replace(self, **changes)
+                changes[f.name] = value.to(device=device, dtype=dtype if f.name in _FLOAT_FIELDS else None)
+        changes["link_paths"] = tuple(p.to(device=device) for p in source.link_paths)
+        return dataclasses.replace(source, **changes)
 
 
 @dataclass(frozen=True, eq=False)
@@ -154,8 +169,9 @@ class Robot:
         mimic: follower joint -> (root leader joint, multiplier, offset) with
             ``q_follower = multiplier * q_leader + offset``.
         urdf_path: the file it was loaded from.
-        chain_float64, limits_float64: float64 CPU master copies (chain; (3, J) lower/upper/
-            velocity) from which :meth:`to` casts, so precision is never lost on a round trip.
+        limits_float64: (3, J) float64 CPU master copy of lower/upper/velocity from which
+            :meth:`to` casts (the chain keeps its own, ``chain.float64_master``), so precision is
+            never lost on a round trip.
     """
 
     name: str
@@ -169,7 +185,6 @@ class Robot:
     link_meshes: dict[str, trimesh.Trimesh]
     mimic: dict[str, tuple[str, float, float]]
     urdf_path: Path | None = None
-    chain_float64: KinematicChain | None = dataclasses.field(default=None, repr=False)
     limits_float64: torch.Tensor | None = dataclasses.field(default=None, repr=False)
 
     @property
@@ -198,10 +213,9 @@ class Robot:
         ``robot.to(torch.float32).to(torch.float64)`` is exact."""
         dtype = self.dtype if dtype is None else dtype
         device = self.device if device is None else device
-        chain = (self.chain_float64 or self.chain).to(dtype, device)
+        chain = self.chain.to(dtype, device)
         limits = self.limits_float64
-        if limits is None:
-            limits = torch.stack([self.lower, self.upper, self.velocity_limit])
+        limits = torch.stack([self.lower, self.upper, self.velocity_limit]) if limits is None else limits
         limits = limits.to(dtype=dtype, device=device)
         return dataclasses.replace(self, chain=chain, lower=limits[0], upper=limits[1],
                                    velocity_limit=limits[2])
@@ -265,12 +279,8 @@ class Robot:
             JointMismatchError: the last dim is not J (the message lists the joint names).
             ValueError: NaN or inf entries.
         """
-        q = require_floating(name, q)
-        if q.dim() == 0 or q.shape[-1] != self.num_joints:
-            raise JointMismatchError(
-                f"{name}: expected shape (..., {self.num_joints}) for the {self.num_joints} actuated "
-                f"joints of robot {self.name!r} {list(self.joint_names)}, got a tensor of shape "
-                f"{tuple(q.shape)}")
+        q = require_joint_dim(name, q, self.num_joints,
+                              f" of robot {self.name!r}: {list(self.joint_names)}")
         return require_finite(name, q)
 
     def check_joint_limits(self, q: torch.Tensor, name: str = "q", *, tol: float = 1e-6) -> torch.Tensor:

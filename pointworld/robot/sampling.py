@@ -20,12 +20,14 @@ random state). The points come out grouped by link, in ``robot.link_names`` orde
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from pointworld.geometry.checks import require_dtype, require_floating, require_int, require_shape
 from pointworld.robot.model import Robot
 
 
@@ -37,11 +39,50 @@ class RobotSurfacePoints:
         link_index: (M,) int64 index into ``robot.link_names`` of each point's link.
         points_link: (M, 3) positions in their link's frame, m.
         normals_link: (M, 3) unit outward surface normals in their link's frame.
+        robot_name: name of the robot the points were sampled on (None if unknown).
+        link_names: that robot's ``link_names`` (None if unknown); the point flow refuses a robot
+            whose name or link names differ.
+        link_groups: derived on construction (leave None): ``((link, count), ...)`` per link with
+            points, by increasing link index, so that the point flow needs no host-device
+            synchronisation to group the points.
     """
 
     link_index: torch.Tensor
     points_link: torch.Tensor
     normals_link: torch.Tensor
+    robot_name: str | None = None
+    link_names: tuple[str, ...] | None = None
+    link_groups: tuple[tuple[int, int], ...] | None = None
+    # Derived with link_groups: (U,) int64 link of each group; (M,) permutation grouping the points
+    # by link, None when link_index is already non-decreasing.
+    _group_links: torch.Tensor | None = dataclasses.field(default=None, repr=False, compare=False)
+    _order: torch.Tensor | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        idx = require_dtype("link_index", self.link_index, torch.int64)
+        require_shape("link_index", idx, (None,), max_leading=0)
+        m = idx.shape[0]
+        require_shape("points_link", require_floating("points_link", self.points_link), (m, 3),
+                      max_leading=0)
+        require_shape("normals_link", require_floating("normals_link", self.normals_link), (m, 3),
+                      max_leading=0)
+        if self.link_names is not None and not isinstance(self.link_names, tuple):
+            raise TypeError(f"link_names: expected a tuple of str or None, got "
+                            f"{type(self.link_names).__name__}")
+        if self.link_groups is not None:
+            return  # derived fields passed through by to()
+        order = torch.argsort(idx, stable=True)
+        links, counts = torch.unique_consecutive(idx[order], return_counts=True)
+        groups = tuple(zip(links.tolist(), counts.tolist()))
+        if groups and groups[0][0] < 0:
+            raise ValueError(f"link_index: expected indices >= 0, got {groups[0][0]}")
+        if self.link_names is not None and groups and groups[-1][0] >= len(self.link_names):
+            raise ValueError(f"link_index: expected indices < {len(self.link_names)} (the number "
+                             f"of link_names), got {groups[-1][0]}")
+        grouped = bool((idx[1:] >= idx[:-1]).all())
+        object.__setattr__(self, "link_groups", groups)
+        object.__setattr__(self, "_group_links", links)
+        object.__setattr__(self, "_order", None if grouped else order)
 
     @property
     def num_points(self) -> int:
@@ -51,10 +92,15 @@ class RobotSurfacePoints:
     def to(self, dtype: torch.dtype | None = None,
            device: torch.device | str | None = None) -> RobotSurfacePoints:
         """Copy with floating tensors in ``dtype`` and all tensors on ``device`` (None = keep)."""
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device=device)
+
         return RobotSurfacePoints(
             link_index=self.link_index.to(device=device),
             points_link=self.points_link.to(dtype=dtype, device=device),
-            normals_link=self.normals_link.to(dtype=dtype, device=device))
+            normals_link=self.normals_link.to(dtype=dtype, device=device),
+            robot_name=self.robot_name, link_names=self.link_names, link_groups=self.link_groups,
+            _group_links=move(self._group_links), _order=move(self._order))
 
 
 def _chosen_links(robot: Robot, links: str | Sequence[str] | None) -> list[int]:
@@ -107,6 +153,12 @@ def sample_surface_points(robot: Robot, num_points: int, *,
                           seed: int = 0) -> RobotSurfacePoints:
     """Sample ``M = num_points`` area-weighted points on the chosen links' surfaces (see module).
 
+    The link meshes are used as loaded: the geometries of a link (several ``<collision>`` or
+    ``<visual>`` elements) are concatenated, not unioned, so overlapping primitives count their
+    overlap twice in the area and put points inside one another; and each normal is the face
+    normal implied by the mesh's triangle winding, so an inconsistently wound mesh gives some
+    inward normals.
+
     Args:
         robot: a robot loaded with meshes (``robot.link_meshes``); its dtype/device are used for the
             returned tensors.
@@ -117,15 +169,15 @@ def sample_surface_points(robot: Robot, num_points: int, *,
 
     Returns:
         :class:`RobotSurfacePoints` with ``link_index`` (M,), ``points_link`` (M, 3) m and
-        ``normals_link`` (M, 3) unit, both in each point's link frame.
+        ``normals_link`` (M, 3) unit, both in each point's link frame, plus the robot's name and
+        link names (checked by the point flow) and the per-link grouping.
 
     Raises:
         ValueError: ``num_points`` not a positive int, a pattern matching no link with geometry
             (lists the links that have geometry), or chosen meshes with zero total area.
         TypeError: ``links`` or ``seed`` of the wrong type.
     """
-    if isinstance(num_points, bool) or not isinstance(num_points, int) or num_points < 1:
-        raise ValueError(f"num_points: expected an int >= 1, got {num_points!r}")
+    require_int("num_points", num_points, minimum=1)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
     chosen = _chosen_links(robot, links)
@@ -153,4 +205,5 @@ def sample_surface_points(robot: Robot, num_points: int, *,
 
     return RobotSurfacePoints(link_index=tensor(idx, torch.int64),
                               points_link=tensor(pts, robot.dtype),
-                              normals_link=tensor(nrm, robot.dtype))
+                              normals_link=tensor(nrm, robot.dtype),
+                              robot_name=robot.name, link_names=tuple(robot.link_names))

@@ -18,10 +18,10 @@ import torch
 import yourdfpy
 from lxml import etree
 
-from pointworld.robot.assets import shipped_package_map, shipped_urdf_path
+from pointworld.robot.assets import is_shipped_urdf, shipped_package_map, shipped_urdf_path
 from pointworld.errors import URDFError
 from pointworld.robot.model import Robot
-from pointworld.robot.urdf_meshes import MeshResolver, link_geometry
+from pointworld.robot.urdf_meshes import MeshResolver, load_link_meshes
 from pointworld.robot.urdf_tree import (
     build_chain,
     expand_joints,
@@ -45,6 +45,15 @@ def _urdf_path(urdf: str | Path) -> Path:
 
 def parse_urdf(path: Path) -> yourdfpy.URDF:
     """Parse a URDF file strictly (malformed XML is an error, unlike yourdfpy's recovering parser).
+
+    Mesh files are neither resolved nor loaded here (see :func:`load_robot`).
+
+    Args:
+        path: the ``.urdf`` file.
+
+    Returns:
+        yourdfpy's parse: ``robot.links`` and ``robot.joints`` in document order, mesh file names as
+        written in the URDF.
 
     Raises:
         URDFError: malformed XML, a root element other than ``<robot>``, or a parse failure.
@@ -80,10 +89,18 @@ def load_robot(urdf: str | Path, *, geometry: Literal["collision", "visual"] = "
         mesh_resolver: ``filename -> Path`` hook tried first (return None to fall through).
         load_meshes: False skips geometry (``link_meshes`` is then empty).
 
+    ``package://NAME/...`` of a shipped robot resolves to ``urdfs/NAME/...`` only for a URDF inside
+    the shipped ``urdfs/`` folder; a copy elsewhere needs a package map like any user URDF.
+
     Raises:
         FileNotFoundError: ``urdf`` is neither a file nor a shipped robot name.
-        URDFError: malformed XML, missing links, several roots, cycles, bad mimic, planar joints.
+        URDFError: malformed XML, no links, missing links, several roots, cycles, bad mimic,
+            planar joints, link geometry with zero surface area.
         MeshNotFoundError: a mesh file cannot be found (names the file and every location tried).
+
+    Warns:
+        UserWarning: links that have only the other kind of geometry (``<visual>`` but no
+            ``<collision>`` with the default ``geometry="collision"``) and so get no points.
     """
     if geometry not in _GEOMETRY:
         raise ValueError(f"geometry: expected one of {_GEOMETRY}, got {geometry!r}")
@@ -99,18 +116,14 @@ def load_robot(urdf: str | Path, *, geometry: Literal["collision", "visual"] = "
                              [j.velocity for j in actuated]], dtype=torch.float64).reshape(3, -1)
     meshes = {}
     if load_meshes:
-        resolver = MeshResolver(path, search_paths, package_map, mesh_resolver,
-                                shipped_package_map())
-        cache: dict = {}
-        for link in parsed.robot.links:
-            mesh = link_geometry(link, geometry, resolver, cache)
-            if mesh is not None:
-                meshes[link.name] = mesh
+        shipped = shipped_package_map() if is_shipped_urdf(path) else None
+        resolver = MeshResolver(path, search_paths, package_map, mesh_resolver, shipped)
+        meshes = load_link_meshes(parsed.robot.links, geometry, resolver)
     robot = Robot(name=parsed.robot.name, link_names=tuple(link_names),
                   joint_names=tuple(j.name for j in actuated),
                   link_joint_names=tuple(by_child[n].name if n in by_child else "" for n in link_names),
                   chain=chain64, lower=limits64[0], upper=limits64[1], velocity_limit=limits64[2],
                   link_meshes={n: meshes[n] for n in link_names if n in meshes}, mimic=mimic,
-                  urdf_path=path.resolve(), chain_float64=chain64, limits_float64=limits64)
+                  urdf_path=path.resolve(), limits_float64=limits64)
     return robot.to(torch.float32)
 

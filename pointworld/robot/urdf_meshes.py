@@ -7,16 +7,25 @@ Resolution order for a ``<mesh filename=...>`` (the first existing file wins):
 2. ``package://PKG/REST`` (also ``model://``): ``package_map[PKG]/REST``; ``SP/PKG/REST`` for each
    search path ``SP`` (directories that contain package folders, like ``ROS_PACKAGE_PATH`` entries);
    ``A/REST`` for the URDF's directory and its ancestors ``A`` named ``PKG``; ``URDF_DIR/PKG/REST``;
-   then the shipped robots' packages;
+   then ``default_package_map[PKG]/REST`` (the loader passes the shipped robots' packages only for a
+   URDF inside the shipped ``urdfs/`` folder, never as a fallback for other URDFs);
 3. ``file://PATH`` and plain paths: absolute as is; relative to the URDF's directory, then to each
    search path.
 
 A mesh found nowhere raises :class:`MeshNotFoundError` listing every location tried.
+
+Geometry checks: geometry without surface area raises :class:`URDFError` (a box, cylinder or sphere
+size that is not positive, a ``<mesh scale>`` with a zero, a mesh file of degenerate triangles); a closed mesh file with inconsistent or inverted face winding is repaired (outward
+normals), an open one with inconsistent winding is kept with a warning (its sampled normals may point
+inwards); links that have only the other kind of geometry (``<visual>`` but no ``<collision>``, or the
+reverse) get a warning naming them. Several elements of one link are concatenated as they are:
+overlapping primitives keep their interior faces, so their shared volume is sampled twice.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -129,6 +138,15 @@ def _load_mesh_file(path: Path, filename: str) -> trimesh.Trimesh:
                         f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
         raise URDFError(f"mesh {filename!r} ({path}): expected a triangle mesh, got no faces")
+    if not mesh.area > 0:
+        raise URDFError(f"mesh {filename!r} ({path}): the mesh has zero surface area (degenerate "
+                        f"triangles); points cannot be sampled on it")
+    if mesh.is_watertight and (not mesh.is_winding_consistent or mesh.volume < 0):
+        trimesh.repair.fix_normals(mesh, multibody=True)   # closed: winding and outside are defined
+    elif not mesh.is_winding_consistent:
+        warnings.warn(f"mesh {filename!r} ({path}) is open and its face winding is inconsistent: "
+                      f"some face normals (and the normals of points sampled on them) point inwards",
+                      UserWarning, stacklevel=6)
     return mesh
 
 
@@ -136,6 +154,13 @@ def _element_mesh(geometry: object, resolver: MeshResolver, cache: dict[Path, tr
                   where: str) -> trimesh.Trimesh:
     if geometry is None:
         raise URDFError(f"{where}: <geometry> is missing")
+    for tag, sizes in (("box size", geometry.box and geometry.box.size),
+                       ("cylinder radius/length", geometry.cylinder and (geometry.cylinder.radius,
+                                                                         geometry.cylinder.length)),
+                       ("sphere radius", geometry.sphere and (geometry.sphere.radius,))):
+        if sizes is not None and not (np.isfinite(sizes).all() and (np.asarray(sizes) > 0).all()):
+            raise URDFError(f"{where}: <{tag}> must be positive and finite (zero gives a zero "
+                            f"surface area), got {np.asarray(sizes, dtype=np.float64).tolist()}")
     if geometry.box is not None:
         return trimesh.creation.box(extents=np.asarray(geometry.box.size, dtype=np.float64))
     if geometry.cylinder is not None:
@@ -154,7 +179,10 @@ def _element_mesh(geometry: object, resolver: MeshResolver, cache: dict[Path, tr
     mesh = cache[path].copy()
     if geometry.mesh.scale is not None:
         scale = np.broadcast_to(np.asarray(geometry.mesh.scale, dtype=np.float64), (3,))
-        mesh.apply_transform(np.diag([*scale, 1.0]))
+        if not (np.isfinite(scale).all() and (scale != 0).all()):
+            raise URDFError(f"{where}: <mesh scale> must be finite and non-zero on every axis "
+                            f"(a zero flattens the mesh to zero volume), got {scale.tolist()}")
+        mesh.apply_transform(np.diag([*scale, 1.0]))   # trimesh re-winds faces when det < 0
     return mesh
 
 
@@ -170,6 +198,11 @@ def link_geometry(link: object, geometry: str, resolver: MeshResolver,
 
     Returns:
         The merged mesh (element origins and mesh scales applied), or None if the link has none.
+        Elements are concatenated as they are: overlapping ones keep their interior faces.
+
+    Raises:
+        URDFError: missing or zero-area geometry, an unreadable mesh file.
+        MeshNotFoundError: a mesh file cannot be found.
     """
     elements = link.collisions if geometry == "collision" else link.visuals
     meshes = []
@@ -182,3 +215,34 @@ def link_geometry(link: object, geometry: str, resolver: MeshResolver,
     if not meshes:
         return None
     return meshes[0] if len(meshes) == 1 else trimesh.util.concatenate(meshes)
+
+
+def load_link_meshes(links: Sequence[object], geometry: str,
+                     resolver: MeshResolver) -> dict[str, trimesh.Trimesh]:
+    """Every link's ``geometry`` (``"collision"`` or ``"visual"``) mesh in its LINK frame, m.
+
+    Args:
+        links: parsed ``yourdfpy.Link`` objects.
+        geometry: ``"collision"`` or ``"visual"``.
+        resolver: resolves mesh file names (files are loaded once per robot).
+
+    Returns:
+        link name -> merged mesh, for the links that have such geometry.
+
+    Warns:
+        UserWarning: naming the links that have only the other kind of geometry (they get no mesh).
+    """
+    other = "visual" if geometry == "collision" else "collision"
+    cache: dict[Path, trimesh.Trimesh] = {}
+    meshes, only_other = {}, []
+    for link in links:
+        mesh = link_geometry(link, geometry, resolver, cache)
+        if mesh is not None:
+            meshes[link.name] = mesh
+        elif link.visuals if geometry == "collision" else link.collisions:
+            only_other.append(link.name)
+    if only_other:
+        warnings.warn(f"links {only_other} have <{other}> but no <{geometry}> geometry, so they get no "
+                      f"mesh and no sampled points; load with geometry={other!r} to use their "
+                      f"<{other}> elements", UserWarning, stacklevel=3)
+    return meshes

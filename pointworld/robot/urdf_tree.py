@@ -17,10 +17,14 @@ from pointworld.errors import URDFError
 from pointworld.robot.model import FIXED, PRISMATIC, REVOLUTE, KinematicChain
 
 _TYPE_CODES = {"fixed": FIXED, "revolute": REVOLUTE, "continuous": REVOLUTE, "prismatic": PRISMATIC}
-#: Virtual joints of an expanded ``floating`` joint: (suffix, type, axis), applied in this order.
+#: Virtual joints of an expanded ``floating`` joint in CHAIN order (suffix, type, axis): the
+#: translations, then yaw, pitch, roll, so that T_parent_child = origin @ Trans(x, y, z) @
+#: rpy_to_matrix(roll, pitch, yaw) with the URDF convention R = Rz(yaw) Ry(pitch) Rx(roll).
 _FLOATING = (("x", "prismatic", (1, 0, 0)), ("y", "prismatic", (0, 1, 0)),
-             ("z", "prismatic", (0, 0, 1)), ("roll", "continuous", (1, 0, 0)),
-             ("pitch", "continuous", (0, 1, 0)), ("yaw", "continuous", (0, 0, 1)))
+             ("z", "prismatic", (0, 0, 1)), ("yaw", "continuous", (0, 0, 1)),
+             ("pitch", "continuous", (0, 1, 0)), ("roll", "continuous", (1, 0, 0)))
+#: Order of the expanded joints in the joint vector (and in the returned spec list).
+_FLOATING_Q_ORDER = ("x", "y", "z", "roll", "pitch", "yaw")
 
 
 @dataclass(frozen=True)
@@ -61,21 +65,26 @@ def _limits(joint: object) -> tuple[float, float, float]:
 def _floating(joint: object, origin: np.ndarray) -> list[JointSpec]:
     if joint.mimic is not None:
         raise URDFError(f"joint {joint.name!r}: a floating joint cannot have a <mimic>")
-    specs, parent = [], joint.parent
+    specs, parent = {}, joint.parent
     for k, (suffix, kind, axis) in enumerate(_FLOATING):
         last = k == len(_FLOATING) - 1
         child = joint.child if last else f"{joint.name}_virtual_{suffix}"
-        specs.append(JointSpec(f"{joint.name}_{suffix}", kind, parent, child,
-                               origin if k == 0 else np.eye(4), np.asarray(axis, dtype=np.float64),
-                               virtual_child=not last))
+        specs[suffix] = JointSpec(f"{joint.name}_{suffix}", kind, parent, child,
+                                  origin if k == 0 else np.eye(4), np.asarray(axis, dtype=np.float64),
+                                  virtual_child=not last)
         parent = child
-    return specs
+    return [specs[suffix] for suffix in _FLOATING_Q_ORDER]
 
 
 def expand_joints(joints: Sequence[object]) -> list[JointSpec]:
-    """Joint specs from parsed ``yourdfpy.Joint`` objects, in document order; a ``floating`` joint
-    ``j`` becomes ``j_x, j_y, j_z`` (prismatic) then ``j_roll, j_pitch, j_yaw`` (revolute about
-    x, y, z, in this chain order) with virtual links ``j_virtual_{x,y,z,roll,pitch}``.
+    """Joint specs from parsed ``yourdfpy.Joint`` objects, in document order.
+
+    A ``floating`` joint ``j`` becomes six joints listed (and so ordered in the joint vector) as
+    ``j_x, j_y, j_z`` (prismatic along the joint frame's x, y, z, m) and ``j_roll, j_pitch, j_yaw``
+    (continuous, rad), chained as x -> y -> z -> yaw -> pitch -> roll through the virtual links
+    ``j_virtual_{x,y,z,yaw,pitch}``, so that ``T_parent_child = origin @ Trans(x, y, z) @
+    rpy_to_matrix(roll, pitch, yaw)`` (URDF convention ``R = Rz(yaw) Ry(pitch) Rx(roll)``, as
+    :func:`pointworld.geometry.rotations.rpy_to_matrix`).
 
     Raises:
         URDFError: planar or unknown joint types, zero axes, missing limits, bad mimic tags.
@@ -123,9 +132,11 @@ def link_order(urdf_links: Sequence[str], joints: Sequence[JointSpec]) -> list[s
     with children in joint document order.
 
     Raises:
-        URDFError: duplicate names, a joint naming a missing link, a link with two parent joints,
-            no root or several roots, a kinematic cycle.
+        URDFError: no links, duplicate names, a joint naming a missing link, a link with two
+            parent joints, no root or several roots, a kinematic cycle.
     """
+    if not urdf_links:
+        raise URDFError("the URDF has no links: a <robot> needs at least one <link>")
     links = list(urdf_links) + [j.child for j in joints if j.virtual_child]
     for kind, names in (("link", links), ("joint", [j.name for j in joints])):
         if dups := _duplicates(names):

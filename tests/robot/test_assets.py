@@ -14,11 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import trimesh
 import yourdfpy
 
+from pointworld.geometry.rotations import rpy_to_matrix
 from pointworld.robot.assets import (
     SHIPPED_ROBOTS,
+    is_shipped_urdf,
     shipped_package_map,
     shipped_urdf_path,
 )
@@ -77,9 +80,13 @@ def _fk(robot: str, cfg: dict[str, float], link: str, frame_from: str | None = N
 
 
 def _random_cfg(robot: str, seed: int) -> dict[str, float]:
+    """Uniform inside the limits; continuous joints in [-2 pi, 2 pi] (beyond +-pi on purpose)."""
     rng = np.random.default_rng(seed)
     joints = {j.name: j for j in _urdf(robot).robot.joints}
-    return {n: float(rng.uniform(joints[n].limit.lower, joints[n].limit.upper)) for n in _urdf(robot).actuated_joint_names}
+
+    def bounds(j):
+        return (-2 * PI, 2 * PI) if j.type == "continuous" else (j.limit.lower, j.limit.upper)
+    return {n: float(rng.uniform(*bounds(joints[n]))) for n in _urdf(robot).actuated_joint_names}
 
 
 def _rot(axis: str, a: float) -> np.ndarray:
@@ -128,6 +135,14 @@ def test_shipped_paths_and_package_map():
         assert path.is_file() and path.name == f"{name}.urdf"
         assert path.resolve() == (URDFS / name / f"{name}.urdf").resolve()
         assert pmap[name].resolve() == (URDFS / name).resolve() and (pmap[name] / "meshes").is_dir()
+
+
+def test_is_shipped_urdf(tmp_path):
+    assert all(is_shipped_urdf(shipped_urdf_path(name)) for name in SHIPPED_ROBOTS)
+    assert is_shipped_urdf(REPO / "pointworld" / "urdfs" / "bimanual" / "bimanual.urdf")   # via the symlink
+    copy = tmp_path / "franka_panda.urdf"
+    copy.write_bytes(shipped_urdf_path("franka_panda").read_bytes())
+    assert not is_shipped_urdf(copy) and not is_shipped_urdf(URDFS.parent / "pyproject.toml")
 
 
 def test_shipped_urdf_path_bad_input():
@@ -227,8 +242,12 @@ def test_joint_lists(robot):
     assert actuated == expected
     assert sum(j.type != "fixed" for j in joints) == movable
     for j in joints:
-        if j.type != "fixed":
+        if j.type == "continuous":   # only the flying gripper's angles
+            assert robot == "flying_gripper" and j.name in ("roll", "pitch", "yaw"), j.name
+            assert j.limit.lower is None and j.limit.upper is None, j.name
+        elif j.type != "fixed":
             assert j.type in ("revolute", "prismatic") and j.limit.lower < j.limit.upper, j.name
+        if j.type != "fixed":
             assert j.limit.velocity > 0 and j.limit.effort > 0, j.name
             assert np.linalg.norm(j.axis) == pytest.approx(1.0, abs=1e-12)
 
@@ -285,12 +304,18 @@ def test_bimanual_arms_are_mirrored_pandas():
     assert left[1] > 0.5 and 0.6 < left[2] < 1.2   # out to the left side, below the shoulder (1.22 m)
 
 
-def test_flying_gripper_pose_is_xyz_then_roll_pitch_yaw():
+def test_flying_gripper_pose_is_translation_then_urdf_rpy():
+    """T_base_hand = Trans(x, y, z) @ Rz(yaw) Ry(pitch) Rx(roll), i.e. rpy_to_matrix(roll, pitch, yaw)."""
     for seed in range(5):
         cfg = _random_cfg("flying_gripper", seed)
-        expected = (_trans(cfg["x"], cfg["y"], cfg["z"]) @ _rot("x", cfg["roll"]) @ _rot("y", cfg["pitch"])
-                    @ _rot("z", cfg["yaw"]))
-        np.testing.assert_allclose(_fk("flying_gripper", cfg, "hand"), expected, atol=1e-12)
+        rpy = (cfg["roll"], cfg["pitch"], cfg["yaw"])
+        expected = _trans(cfg["x"], cfg["y"], cfg["z"]) @ _rot("z", rpy[2]) @ _rot("y", rpy[1]) @ _rot("x", rpy[0])
+        got = _fk("flying_gripper", cfg, "hand")
+        np.testing.assert_allclose(got, expected, atol=1e-12)
+        np.testing.assert_allclose(got[:3, :3], rpy_to_matrix(torch.tensor(rpy, dtype=torch.float64)).numpy(),
+                                   atol=1e-12)
+    top_down = _fk("flying_gripper", {"z": 0.5, "roll": PI}, "hand")   # fingers (+z of the hand) point down
+    np.testing.assert_allclose(top_down[:3, 2], [0, 0, -1], atol=1e-12)
 
 
 def test_readme_documents_every_joint():

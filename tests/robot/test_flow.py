@@ -3,6 +3,7 @@ bad input."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -15,6 +16,7 @@ from pointworld.geometry.rotations import axis_angle_to_matrix
 from pointworld.geometry.se3 import make_transform
 from pointworld.robot.assets import SHIPPED_ROBOTS, shipped_urdf_path
 from pointworld.robot.flow import FEATURE_DIM, FEATURE_LAYOUT, RobotPointFlow, robot_point_flow
+from pointworld.robot.kinematics import forward_kinematics
 from pointworld.robot.sampling import RobotSurfacePoints, sample_surface_points
 from pointworld.robot.urdf import load_robot
 
@@ -100,9 +102,10 @@ def test_constant_velocity_prismatic_motion(slider):
                                rtol=0)
 
 
-def test_constant_acceleration_is_exact_at_every_step_including_ends(slider):
+@pytest.mark.parametrize("steps", [3, 5])
+def test_constant_acceleration_is_exact_at_every_step_including_ends(slider, steps):
     surf = sample_surface_points(slider, 50, links="carriage", seed=1)
-    accel, dt, steps = 2.0, 0.1, 5
+    accel, dt = 2.0, 0.1
     t = torch.arange(steps, dtype=F64) * dt
     q = torch.zeros(1, steps, 2, dtype=F64)
     q[..., 0] = 0.5 * accel * t * t
@@ -113,6 +116,31 @@ def test_constant_acceleration_is_exact_at_every_step_including_ends(slider):
                                rtol=0)
     torch.testing.assert_close(flow.acceleration, (accel * direction).expand_as(flow.acceleration),
                                atol=1e-8, rtol=0)
+
+
+@pytest.mark.parametrize("steps", [4, 7])
+def test_constant_jerk_acceleration_is_exact_at_every_step_including_ends(slider, steps):
+    """Cubic motion q = c t^3: the 4-point end stencils are exact, a_t = 6 c t at every step."""
+    surf = sample_surface_points(slider, 40, links="carriage", seed=3)
+    jerk, dt = 3.0, 0.07  # m/s^3, s
+    t = torch.arange(steps, dtype=F64) * dt
+    q = torch.zeros(1, steps, 2, dtype=F64)
+    q[..., 0] = -0.2 + jerk / 6 * t**3
+    flow = robot_point_flow(slider, surf, q, torch.zeros(1, steps, dtype=F64), dt_s=dt)
+    direction = torch.tensor([math.cos(SLIDE_YAW), math.sin(SLIDE_YAW), 0.0], dtype=F64)
+    a_expected = (jerk * t)[None, :, None, None] * direction
+    torch.testing.assert_close(flow.acceleration, a_expected.expand_as(flow.acceleration),
+                               atol=1e-9, rtol=0)
+
+
+def test_static_robot_has_zero_velocity_and_acceleration_in_float64(franka):
+    """End stencils use the trajectory's dtype (float32 constants would leave ~2e-6 m/s)."""
+    gen = torch.Generator().manual_seed(3)
+    surf = sample_surface_points(franka, 200, seed=0)
+    q = _random_q(franka, (2, 1), gen).expand(2, 6, franka.num_joints)
+    flow = robot_point_flow(franka, surf, q, torch.ones(2, 6), dt_s=0.03)
+    assert float(flow.velocity.abs().max()) <= 1e-12
+    assert float(flow.acceleration.abs().max()) <= 1e-9
 
 
 def test_short_trajectories(slider):
@@ -167,13 +195,34 @@ def test_shapes_dtypes_and_feature_layout(franka, dtype):
     assert feats.shape == (3, 5, 64, FEATURE_DIM) and feats.dtype == dtype
     covered = sorted(i for s in FEATURE_LAYOUT.values() for i in range(FEATURE_DIM)[s])
     assert covered == list(range(FEATURE_DIM))
-    torch.testing.assert_close(feats[..., FEATURE_LAYOUT["xyz"]], flow.points)
-    torch.testing.assert_close(feats[..., FEATURE_LAYOUT["normal"]], flow.normals)
-    torch.testing.assert_close(feats[..., FEATURE_LAYOUT["velocity"]], flow.velocity)
-    torch.testing.assert_close(feats[..., FEATURE_LAYOUT["acceleration"]], flow.acceleration)
+    ref = _naive_features(franka, surf.to(dtype=F64), q.to(F64), grip, 0.1)
+    tol = {"atol": 1e-9, "rtol": 0} if dtype == F64 else {"atol": 2e-3, "rtol": 1e-3}
+    for name, sl in FEATURE_LAYOUT.items():
+        torch.testing.assert_close(feats[..., sl].to(F64), ref[name], **tol, msg=name)
     assert torch.equal(feats[..., 6], grip[:, :, None].expand(3, 5, 64).to(dtype))
-    assert torch.equal(feats[..., 13], flow.time_index.to(dtype))
+    assert torch.equal(feats[..., 13], torch.arange(5, dtype=dtype)[:, None].expand(3, 5, 64))
+    assert torch.equal(feats[..., 14], surf.link_index.to(dtype).expand(3, 5, 64))
     torch.testing.assert_close(flow.normals.norm(dim=-1), torch.ones(3, 5, 64, dtype=dtype))
+
+
+def _naive_features(robot, surf, q, grip, dt):
+    """Independent float64 reference: a (B, n, M, 4, 4) pose gather per point, numpy's gradient
+    (second-order ends) for velocity and the documented acceleration stencils written out."""
+    T = forward_kinematics(robot.chain, q)[:, :, surf.link_index]  # (B, n, M, 4, 4)
+    p = (T[..., :3, :3] @ surf.points_link[..., None])[..., 0] + T[..., :3, 3]
+    nrm = (T[..., :3, :3] @ surf.normals_link[..., None])[..., 0]
+    v = torch.from_numpy(np.gradient(p.numpy(), dt, axis=1, edge_order=2))
+    a = torch.empty_like(p)
+    n = p.shape[1]
+    for t in range(1, n - 1):
+        a[:, t] = (p[:, t + 1] - 2 * p[:, t] + p[:, t - 1]) / dt**2
+    a[:, 0] = (2 * p[:, 0] - 5 * p[:, 1] + 4 * p[:, 2] - p[:, 3]) / dt**2
+    a[:, -1] = (2 * p[:, -1] - 5 * p[:, -2] + 4 * p[:, -3] - p[:, -4]) / dt**2
+    b, m = p.shape[0], p.shape[2]
+    return {"xyz": p, "normal": nrm, "velocity": v, "acceleration": a,
+            "gripper_open": grip.to(F64)[:, :, None, None].expand(b, n, m, 1),
+            "time": torch.arange(n, dtype=F64)[:, None, None].expand(b, n, m, 1),
+            "link_id": surf.link_index.to(F64)[:, None].expand(b, n, m, 1)}
 
 
 def test_differentiable_wrt_joint_positions(slider):
@@ -246,3 +295,47 @@ def test_out_of_limit_joints_are_errors_unless_clamping_is_asked(franka):
     q_clamped[0, 1, 3] = franka.upper[3]
     expected = robot_point_flow(franka, surf, q_clamped, torch.ones(1, 2))
     torch.testing.assert_close(clamped.points, expected.points, rtol=0, atol=1e-12)
+
+
+def test_validate_false_gives_the_same_flow_and_skips_only_value_checks(franka, slider):
+    gen = torch.Generator().manual_seed(9)
+    surf = sample_surface_points(franka, 80, seed=1)
+    perm = torch.randperm(80, generator=gen)
+    shuffled = RobotSurfacePoints(link_index=surf.link_index[perm],
+                                  points_link=surf.points_link[perm],
+                                  normals_link=surf.normals_link[perm])
+    q = _random_q(franka, (2, 5), gen)
+    grip = torch.rand(2, 5, generator=gen, dtype=F64)
+    T = _random_rigid(2, gen)
+    for s in (surf, shuffled):
+        ref = robot_point_flow(franka, s, q, grip, T_world_base=T).features()
+        out = robot_point_flow(franka, s, q, grip, T_world_base=T, validate=False).features()
+        assert torch.equal(out, ref)
+    beyond = q.clone()
+    beyond[0, 1, 3] = 0.5  # outside panda_joint4's limits: only checked when validating
+    robot_point_flow(franka, surf, beyond, grip, validate=False)
+    clamped = robot_point_flow(franka, surf, beyond, grip, clamp_to_limits=True, validate=False)
+    expected = robot_point_flow(franka, surf, beyond, grip, clamp_to_limits=True)
+    assert torch.equal(clamped.features(), expected.features())
+    with pytest.raises(ValueError, match="q: expected shape"):
+        robot_point_flow(franka, surf, q[..., :-1], grip, validate=False)
+    with pytest.raises(ValueError, match="gripper_open: expected shape"):
+        robot_point_flow(franka, surf, q, grip[:, :4], validate=False)
+    with pytest.raises(ValueError, match="surface: link_index refers to the links of robot "
+                                         "'franka_panda'"):
+        robot_point_flow(slider, surf, torch.zeros(2, 5, 2, dtype=F64), grip, validate=False)
+
+
+def test_surface_from_another_robot_is_rejected(franka):
+    """Checked by robot and link names, not only by the link count."""
+    bimanual = load_robot("bimanual").to(dtype=F64)
+    assert bimanual.num_links > franka.num_links
+    surf = sample_surface_points(franka, 20, seed=0)
+    q = ((bimanual.lower + bimanual.upper) / 2).expand(1, 2, bimanual.num_joints)
+    with pytest.raises(ValueError, match="surface: link_index refers to the links of robot "
+                                         "'franka_panda'.*not to those of robot"):
+        robot_point_flow(bimanual, surf, q, torch.ones(1, 2))
+    renamed = dataclasses.replace(surf, robot_name="other")
+    q = ((franka.lower + franka.upper) / 2).expand(1, 2, franka.num_joints)
+    with pytest.raises(ValueError, match="robot 'other'"):
+        robot_point_flow(franka, renamed, q, torch.ones(1, 2))

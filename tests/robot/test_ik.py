@@ -5,14 +5,16 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pybullet
 import pybullet_data
 import pytest
 import torch
 
+from pointworld.errors import JointMismatchError
 from pointworld.geometry.rotations import axis_angle_to_matrix, rotation_angle
 from pointworld.geometry.se3 import make_transform
-from pointworld.errors import JointMismatchError
 from pointworld.robot.ik import IKResult, solve_ik
+from pointworld.robot.ik_step import random_start
 from pointworld.robot.kinematics import forward_kinematics
 from pointworld.robot.urdf import load_robot
 
@@ -79,7 +81,6 @@ def test_converges_on_reachable_targets_from_random_starts(robot_name, link, req
 
 
 def test_kuka_solution_checked_with_pybullet(kuka):
-    pybullet = pytest.importorskip("pybullet")
     target, _, res = _solve_random(kuka, "lbr_iiwa_link_7", seed=4)
     client = pybullet.connect(pybullet.DIRECT)
     try:
@@ -159,7 +160,7 @@ def test_batch_shapes_broadcast(franka):
 
 
 def test_bad_input(franka):
-    q = torch.zeros(franka.num_joints, dtype=F64)
+    q = torch.zeros(franka.num_joints, dtype=F64).clamp(franka.lower, franka.upper)
     target = _targets(franka, "panda_hand", franka.lower.clamp(-1, 1))
     with pytest.raises(ValueError, match="panda_link0"):
         solve_ik(franka, "gripper_tip", target, q)  # the message lists the links
@@ -187,8 +188,8 @@ def test_bad_input(franka):
 
 def test_targets_far_out_of_reach_do_not_converge(franka):
     far = make_transform(torch.eye(3, dtype=F64), torch.tensor([3.0, 0.0, 0.5], dtype=F64))
-    res = solve_ik(franka, "panda_hand", far, torch.zeros(franka.num_joints, dtype=F64),
-                   max_iters=30)
+    q_init = torch.zeros(franka.num_joints, dtype=F64).clamp(franka.lower, franka.upper)
+    res = solve_ik(franka, "panda_hand", far, q_init, max_iters=30)
     assert not bool(res.converged) and float(res.position_error_m) > 1.5
     assert bool(((res.q >= franka.lower) & (res.q <= franka.upper)).all())
 
@@ -201,3 +202,56 @@ def test_joints_that_do_not_move_the_link_keep_their_value(franka):
     assert float(res.converged.double().mean()) >= 0.95
     # panda_link4 hangs on joints 1-4: joints 5-7 and the finger must not move (nor be restarted).
     assert torch.equal(res.q[:, 4:], q_init[:, 4:])
+
+
+def test_out_of_limit_q_init_raises_unless_clamping_is_asked_for(franka):
+    gen = torch.Generator().manual_seed(13)
+    q_init = _random_q(franka, 4, gen)
+    target = _targets(franka, "panda_hand", _random_q(franka, 4, gen))
+    q_init[2, 7] = 0.5  # the finger; its upper limit is 0.04 m
+    with pytest.raises(ValueError, match=r"q_init: joint 'panda_finger_joint1' = 0.5 is outside"):
+        solve_ik(franka, "panda_hand", target, q_init)
+    res = solve_ik(franka, "panda_hand", target, q_init, clamp_q_init=True)
+    assert float(res.q[2, 7]) == float(franka.upper[7])  # clamped, then frozen (it does not move the hand)
+    assert torch.equal(res.q[[0, 1, 3], 7], q_init[[0, 1, 3], 7])
+    _check_result(franka, "panda_hand", target, res)
+
+
+def test_link_that_no_allowed_joint_moves_is_rejected(franka):
+    q = _random_q(franka, 1, torch.Generator().manual_seed(14))[0]
+    target = _targets(franka, "panda_hand", q)
+    with pytest.raises(ValueError, match="no joint the solver may move moves link 'panda_link0'"):
+        solve_ik(franka, "panda_link0", target, q)  # the root
+    with pytest.raises(ValueError, match=r"panda_link4.*panda_joint4"):
+        solve_ik(franka, "panda_link4", target, q, active_joints=["panda_joint6", "panda_joint7"])
+
+
+def test_ur5e_converges():
+    robot = load_robot("ur5e_gripper", load_meshes=False).to(dtype=F64)
+    target, _, res = _solve_random(robot, "tool0", seed=5, max_iters=200)
+    _check_result(robot, "tool0", target, res)
+    assert float(res.converged.double().mean()) >= 0.95
+
+
+def test_bimanual_solves_one_arm_and_leaves_the_other_fixed():
+    robot = load_robot("bimanual", load_meshes=False).to(dtype=F64)
+    left_arm = {f"left_joint{i}" for i in range(1, 8)}
+    target, q_init, res = _solve_random(robot, "left_hand", seed=6, max_iters=200)
+    _check_result(robot, "left_hand", target, res)
+    assert float(res.converged.double().mean()) >= 0.95
+    # The right arm, the right gripper and the left finger do not move the left hand: untouched.
+    moved = {robot.joint_names[j] for j in (res.q != q_init).any(dim=0).nonzero().flatten().tolist()}
+    assert moved == left_arm
+
+
+def test_restarts_spin_continuous_joints_and_sample_limited_ones():
+    inf = math.inf
+    lower = torch.tensor([-1.0, -inf, -inf, -2.0, -1.0], dtype=F64)
+    upper = torch.tensor([1.0, inf, inf, 2.0, 1.0], dtype=F64)
+    active = torch.tensor([1.0, 1.0, 1.0, 0.0, 1.0], dtype=F64)
+    revolute = torch.tensor([True, True, False, True, False])  # joint 2 prismatic, 4 prismatic
+    q_init = torch.tensor([0.5, 10.0, 3.0, 1.5, -0.2], dtype=F64).expand(4000, 5)
+    q = random_start(q_init, lower, upper, active, revolute, torch.Generator().manual_seed(0))
+    assert torch.equal(q[:, 2:4], q_init[:, 2:4])  # infinite prismatic, frozen: unchanged
+    for j, lo, hi in ((0, -1.0, 1.0), (1, 10.0 - math.pi, 10.0 + math.pi), (4, -1.0, 1.0)):
+        assert lo <= float(q[:, j].min()) < lo + 0.01 and hi - 0.01 < float(q[:, j].max()) <= hi

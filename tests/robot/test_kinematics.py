@@ -7,16 +7,17 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pybullet_data
 import pytest
 import torch
 import yourdfpy
 
 from pointworld.geometry.rotations import rpy_to_matrix
+from pointworld.geometry.se3 import make_transform
 from pointworld.robot.assets import SHIPPED_ROBOTS, shipped_urdf_path
 from pointworld.robot.kinematics import forward_kinematics, link_jacobian
 from pointworld.robot.urdf import load_robot
 
-pybullet_data = pytest.importorskip("pybullet_data")
 PB = Path(pybullet_data.getDataPath())
 PB_ROBOTS = {"panda": PB / "franka_panda" / "panda.urdf", "kuka": PB / "kuka_iiwa" / "model.urdf",
              "xarm6": PB / "xarm" / "xarm6_with_gripper.urdf"}
@@ -114,25 +115,30 @@ def test_jacobian_batched_and_root_link():
         link_jacobian(robot.chain, q, robot.num_links)
 
 
-def test_floating_joint_is_translation_then_roll_pitch_yaw_in_chain_order(tmp_path):
+def test_floating_joint_is_origin_then_translation_then_urdf_rpy(tmp_path):
+    """T_world_body = origin @ Trans(x, y, z) @ rpy_to_matrix(roll, pitch, yaw) for random q."""
     urdf = tmp_path / "free.urdf"
     urdf.write_text('<robot name="f"><link name="world"/><link name="body"/><link name="tip"/>'
                     '<joint name="free" type="floating"><parent link="world"/><child link="body"/>'
                     '<origin xyz="0.1 0.2 0.3" rpy="0.3 0 0"/></joint><joint name="t" type="fixed">'
                     '<parent link="body"/><child link="tip"/><origin xyz="0 0 0.5"/></joint></robot>')
     robot = load64(urdf)
-    q = torch.tensor([0.5, -1.0, 2.0, 0.4, -0.7, 1.1], dtype=torch.float64)
-    T = forward_kinematics(robot.chain, q)[robot.link_index("body")]
-    zero = torch.zeros(3, dtype=torch.float64)
+    q = random_q(robot, 16, seed=9) * torch.tensor([1, 1, 1, 2, 2, 2], dtype=torch.float64)  # angles in ±2 pi
+    T = forward_kinematics(robot.chain, q)[:, robot.link_index("body")]
+    origin = make_transform(rpy_to_matrix(torch.tensor([0.3, 0.0, 0.0], dtype=torch.float64)),
+                            torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64))
+    expected = origin @ make_transform(rpy_to_matrix(q[:, 3:]), q[:, :3])
+    torch.testing.assert_close(T, expected, rtol=0, atol=1e-12)
 
-    def rot(axis: int, angle: float) -> torch.Tensor:
-        return rpy_to_matrix(torch.where(torch.arange(3) == axis, torch.tensor(angle, dtype=torch.float64), zero))
 
-    origin_rot = rot(0, 0.3)
-    expected_R = origin_rot @ rot(0, 0.4) @ rot(1, -0.7) @ rot(2, 1.1)
-    expected_t = torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64) + origin_rot @ q[:3]
-    torch.testing.assert_close(T[:3, :3], expected_R, rtol=0, atol=1e-12)
-    torch.testing.assert_close(T[:3, 3], expected_t, rtol=0, atol=1e-12)
+def test_flying_gripper_hand_pose_is_translation_then_urdf_rpy():
+    robot = load64("flying_gripper")
+    assert robot.joint_names[:6] == ("x", "y", "z", "roll", "pitch", "yaw")
+    assert torch.isinf(robot.lower[3:6]).all() and torch.isinf(robot.upper[3:6]).all()   # continuous
+    q = random_q(robot, 16, seed=10)
+    q[:, 3:6] *= 2.0   # beyond ±pi: the angles have no limits
+    T = forward_kinematics(robot.chain, q)[:, robot.link_index("hand")]
+    torch.testing.assert_close(T, make_transform(rpy_to_matrix(q[:, 3:6]), q[:, :3]), rtol=0, atol=1e-12)
 
 
 def test_batch_shapes_and_world_base_broadcast():

@@ -7,6 +7,7 @@ import pytest
 import torch
 import trimesh
 
+from pointworld.robot.assets import SHIPPED_ROBOTS
 from pointworld.robot.sampling import RobotSurfacePoints, sample_surface_points
 from pointworld.robot.urdf import load_robot
 
@@ -148,10 +149,44 @@ def test_gripper_only_subset(franka):
     assert only_fingers.num_points == 200
 
 
-def test_all_links_with_geometry_by_default(franka):
-    surf = sample_surface_points(franka, 2000, seed=0)
-    used = {franka.link_names[i] for i in surf.link_index.unique().tolist()}
-    assert used <= set(franka.link_meshes) and len(used) >= 0.8 * len(franka.link_meshes)
+@pytest.mark.parametrize("name", SHIPPED_ROBOTS)
+def test_all_links_with_geometry_by_default_each_get_points(name):
+    robot = load_robot(name)
+    surf = sample_surface_points(robot, 2000, seed=0)
+    counts = torch.bincount(surf.link_index, minlength=robot.num_links)
+    with_geometry = [robot.link_index(n) for n in robot.link_meshes]
+    assert all(int(counts[i]) >= 1 for i in with_geometry), counts
+    assert int(counts.sum()) == int(counts[with_geometry].sum()) == 2000
+
+
+def test_records_robot_and_per_link_grouping(franka):
+    surf = sample_surface_points(franka, 700, links=["panda_link3", "*finger*"], seed=5)
+    assert surf.robot_name == "franka_panda" and surf.link_names == franka.link_names
+    counts = torch.bincount(surf.link_index, minlength=franka.num_links)
+    expected = tuple((i, int(c)) for i, c in enumerate(counts.tolist()) if c > 0)
+    assert surf.link_groups == expected
+    assert torch.equal(surf.link_index, surf.link_index.sort(stable=True).values)  # grouped
+    moved = surf.to(dtype=torch.float32)
+    assert moved.link_groups == expected and moved.link_names == franka.link_names
+    assert moved.points_link.dtype == torch.float32
+
+
+def test_surface_points_constructor_checks_its_tensors():
+    idx = torch.tensor([2, 0, 2, 1])
+    pts = torch.zeros(4, 3, dtype=torch.float64)
+    surf = RobotSurfacePoints(link_index=idx, points_link=pts, normals_link=pts)
+    assert surf.link_groups == ((0, 1), (1, 1), (2, 2)) and surf.robot_name is None
+    with pytest.raises(ValueError, match="points_link: expected shape \\(4, 3\\)"):
+        RobotSurfacePoints(link_index=idx, points_link=pts[:3], normals_link=pts)
+    with pytest.raises(ValueError, match="normals_link: expected shape"):
+        RobotSurfacePoints(link_index=idx, points_link=pts, normals_link=pts[:, :2])
+    with pytest.raises(TypeError, match="link_index: expected dtype torch.int64"):
+        RobotSurfacePoints(link_index=idx.int(), points_link=pts, normals_link=pts)
+    with pytest.raises(ValueError, match="link_index: expected indices >= 0"):
+        RobotSurfacePoints(link_index=idx - 1, points_link=pts, normals_link=pts)
+    with pytest.raises(ValueError, match="link_index: expected indices < 2"):
+        RobotSurfacePoints(link_index=idx, points_link=pts, normals_link=pts,
+                           link_names=("a", "b"))
 
 
 def test_dtype_follows_robot_and_to(boxes):

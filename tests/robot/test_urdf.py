@@ -7,16 +7,16 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pybullet_data
 import pytest
 import torch
 import trimesh
 import yourdfpy
 
-from pointworld.robot.assets import SHIPPED_ROBOTS
+from pointworld.robot.assets import SHIPPED_ROBOTS, shipped_urdf_path
 from pointworld.errors import JointMismatchError, MeshNotFoundError, URDFError
 from pointworld.robot.urdf import load_robot
 
-pybullet_data = pytest.importorskip("pybullet_data")
 PB = Path(pybullet_data.getDataPath())
 PANDA = PB / "franka_panda" / "panda.urdf"
 XARM = PB / "xarm" / "xarm6_with_gripper.urdf"
@@ -62,13 +62,16 @@ def test_xarm_mimic_followers_all_resolve_to_drive_joint():
 
 
 @pytest.mark.parametrize("name", SHIPPED_ROBOTS)
-def test_shipped_robots_load_by_name_with_meshes(name):
-    robot = load_robot(name)
-    assert robot.num_joints > 0 and len(robot.link_meshes) > 0
-    for mesh in robot.link_meshes.values():
-        assert len(mesh.faces) > 0 and mesh.area > 0
-    visual = load_robot(name, geometry="visual")
-    assert set(visual.link_meshes) <= set(visual.link_names)
+def test_shipped_robots_load_visual_and_collision_geometry(name):
+    """The shipped visual meshes (the Panda's are OBJ) are the same solids as the collision STLs."""
+    collision, visual = load_robot(name), load_robot(name, geometry="visual")
+    assert collision.num_joints > 0 and len(collision.link_meshes) > 0
+    assert set(visual.link_meshes) == set(collision.link_meshes)
+    for link, mesh in collision.link_meshes.items():
+        other = visual.link_meshes[link]
+        assert mesh.is_watertight and mesh.volume > 0, link
+        assert other.area == pytest.approx(mesh.area, rel=1e-6), link
+        np.testing.assert_allclose(other.bounds, mesh.bounds, atol=1e-6, err_msg=link)
 
 
 def test_continuous_joint_limits_are_infinite(tmp_path):
@@ -97,8 +100,11 @@ def test_floating_joint_expands_into_six_virtual_joints(tmp_path):
     robot = load_robot(write_urdf(tmp_path, body))
     assert robot.joint_names == tuple(f"free_{s}" for s in ("x", "y", "z", "roll", "pitch", "yaw"))
     assert robot.link_names == ("world", "free_virtual_x", "free_virtual_y", "free_virtual_z",
-                                "free_virtual_roll", "free_virtual_pitch", "body")
+                                "free_virtual_yaw", "free_virtual_pitch", "body")
     assert robot.chain.joint_type.tolist() == [0, 2, 2, 2, 1, 1, 1]
+    # chained x -> y -> z -> yaw -> pitch -> roll (URDF rpy); FK is checked in test_kinematics.py
+    assert robot.link_joint_names[1:] == ("free_x", "free_y", "free_z", "free_yaw", "free_pitch", "free_roll")
+    assert robot.chain.q_index.tolist() == [-1, 0, 1, 2, 5, 4, 3]
     assert torch.isinf(robot.lower).all() and torch.isinf(robot.upper).all()
 
 
@@ -170,6 +176,57 @@ def test_unreadable_mesh_names_the_file_and_dae_hint(tmp_path, monkeypatch):
         load_robot(write_urdf(tmp_path, body.replace("junk.stl", "part.dae")))
 
 
+def test_zero_area_geometry_is_an_error(tmp_path):
+    trimesh.creation.box(extents=(0.1, 0.2, 0.3)).export(tmp_path / "box.stl")
+    trimesh.Trimesh([[0, 0, 0], [1, 0, 0], [2, 0, 0]], [[0, 1, 2], [0, 2, 1]], process=False).export(
+        tmp_path / "flat.stl")   # collinear vertices: faces, but no area
+    element = "link 'a' <collision> #0: <"
+    for geometry, message in (
+            ('<sphere radius="0"/>', f"{element}sphere radius> must be positive.*zero surface area"),
+            ('<box size="0.1 0 0.1"/>', rf"{element}box size> must be positive.*\[0.1, 0.0, 0.1\]"),
+            ('<cylinder radius="0.1" length="-1"/>', f"{element}cylinder radius/length> must be"),
+            ('<mesh filename="box.stl" scale="0 1 1"/>', rf"{element}mesh scale> must be .*\[0.0, 1.0, 1.0\]"),
+            ('<mesh filename="flat.stl"/>', "mesh 'flat.stl'.*zero surface area")):
+        body = f'<link name="a"><collision><geometry>{geometry}</geometry></collision></link>'
+        with pytest.raises(URDFError, match=message):
+            load_robot(write_urdf(tmp_path, body))
+
+
+def test_links_with_only_the_other_geometry_warn(tmp_path):
+    box = '<geometry><box size="0.1 0.1 0.1"/></geometry>'
+    body = (f'<link name="a"><collision>{box}</collision><visual>{box}</visual></link>'
+            f'<link name="v"><visual>{box}</visual></link><link name="c"><collision>{box}</collision></link>'
+            + joint("j1", "a", "v", "fixed", limit="") + joint("j2", "a", "c", "fixed", limit=""))
+    path = write_urdf(tmp_path, body)
+    with pytest.warns(UserWarning, match=r"\['v'\] have <visual> but no <collision>.*geometry='visual'"):
+        robot = load_robot(path)
+    assert set(robot.link_meshes) == {"a", "c"}
+    with pytest.warns(UserWarning, match=r"\['c'\] have <collision> but no <visual>.*geometry='collision'"):
+        assert set(load_robot(path, geometry="visual").link_meshes) == {"a", "v"}
+
+
+def test_closed_mesh_with_inverted_or_mixed_winding_gets_outward_normals(tmp_path):
+    box = trimesh.creation.box(extents=(0.1, 0.2, 0.3))
+    inverted = box.faces[:, ::-1]
+    mixed = np.where((np.arange(len(box.faces)) % 3 == 0)[:, None], inverted, box.faces)
+    for name, faces in (("inverted.stl", inverted), ("mixed.stl", mixed)):
+        trimesh.Trimesh(box.vertices, faces, process=False).export(tmp_path / name)
+        body = f'<link name="a"><collision><geometry><mesh filename="{name}"/></geometry></collision></link>'
+        mesh = load_robot(write_urdf(tmp_path, body)).link_meshes["a"]
+        # every face normal points away from the box centre (the link origin)
+        assert (np.einsum("fi,fi->f", mesh.face_normals, mesh.triangles_center) > 0).all(), name
+        assert mesh.volume == pytest.approx(0.006, rel=1e-6)
+
+
+def test_open_mesh_with_inconsistent_winding_warns(tmp_path):
+    box = trimesh.creation.box(extents=(0.1, 0.2, 0.3))
+    faces = box.faces[2:].copy()   # one side open
+    faces[::3] = faces[::3, ::-1]
+    trimesh.Trimesh(box.vertices, faces, process=False).export(tmp_path / "open.stl")
+    body = '<link name="a"><collision><geometry><mesh filename="open.stl"/></geometry></collision></link>'
+    with pytest.warns(UserWarning, match="open.stl.*winding is inconsistent"):
+        load_robot(write_urdf(tmp_path, body))
+
 # ---------------------------------------------------------------- mesh resolution
 
 @pytest.fixture
@@ -206,6 +263,17 @@ def test_handler_returning_a_missing_file_and_bad_package_map(package_robot, tmp
         load_robot(path, mesh_resolver=lambda f: tmp_path / "nope.stl")
     with pytest.raises(ValueError, match="package_map"):
         load_robot(path, package_map={"my_pkg": tmp_path / "missing_dir"})
+
+
+def test_shipped_packages_resolve_only_for_shipped_urdfs(tmp_path):
+    """A copy of a shipped URDF outside urdfs/ must not silently use the shipped meshes."""
+    shipped = shipped_urdf_path("flying_gripper")
+    copy = tmp_path / "flying_gripper.urdf"
+    copy.write_bytes(shipped.read_bytes())
+    with pytest.raises(MeshNotFoundError, match="package://flying_gripper/meshes/hand.stl"):
+        load_robot(copy)
+    robot = load_robot(copy, package_map={"flying_gripper": shipped.parent})
+    assert robot.link_meshes["hand"].area == pytest.approx(load_robot(shipped).link_meshes["hand"].area)
 
 
 def test_relative_mesh_paths_next_to_the_urdf(tmp_path):
@@ -254,7 +322,7 @@ def test_check_joint_positions_and_clamp():
 
 def test_to_float64_is_exact_after_float32():
     robot = load_robot(PANDA, load_meshes=False)
-    direct = robot.chain_float64
+    direct = robot.chain.float64_master
     via32 = robot.to(torch.float32).to(torch.float64).chain
     assert via32.dtype == torch.float64 and torch.equal(via32.origin, direct.origin)
     assert torch.equal(via32.motion_sin, direct.motion_sin)
@@ -279,6 +347,7 @@ BAD_URDFS = {
     "zero axis": (links("a", "b") + joint("j", "a", "b").replace('xyz="0 0 1"', 'xyz="0 0 0"'), "non-zero"),
     "unknown type": (links("a", "b") + joint("j", "a", "b", "spherical"), "unknown type"),
     "duplicate link": (links("a", "a"), "duplicate link"),
+    "no links": ("", "no links"),
 }
 
 
