@@ -44,3 +44,8 @@ class MeshNotFoundError(PointworldError, FileNotFoundError):
 
 class JointMismatchError(PointworldError, ValueError):
     """Joint names or a joint vector do not match the robot's actuated joints."""
+
+
+class EpisodeFormatError(PointworldError, ValueError):
+    """An episode file (HDF5) or a dataset's metadata (JSON) is missing, truncated, corrupt, of another
+    format or version, or does not follow the schema in ``pointworld/data/SCHEMA.md``."""
