@@ -28,6 +28,7 @@ class Subcommand:
     summary: str
     run: Callable[[DictConfig], int]
     config: str
+    positional: str | None = None  # config key filled by one bare argument (``inspect PATH``)
 
 
 def _run_capture(cfg: DictConfig) -> int:
@@ -40,6 +41,12 @@ def _run_calibrate(cfg: DictConfig) -> int:
     from pointworld.cli_commands import run_calibrate
 
     return run_calibrate(cfg)
+
+
+def _run_inspect(cfg: DictConfig) -> int:
+    from pointworld.cli_data import run_inspect
+
+    return run_inspect(cfg)
 
 
 def _run_robot_info(cfg: DictConfig) -> int:
@@ -55,6 +62,8 @@ SUBCOMMANDS: dict[str, Subcommand] = {
                             _run_calibrate, "calibrate"),
     "robot-info": Subcommand("load a URDF; print its joints, limits, links and sampled surface points",
                              _run_robot_info, "robot_info"),
+    "inspect": Subcommand("print the contents and statistics of a dataset directory or episode file",
+                          _run_inspect, "inspect", positional="path"),
 }
 
 
@@ -91,6 +100,7 @@ def _usage() -> str:
               "  pointworld capture source=realsense source.serials=[123456789]",
               "  pointworld calibrate source=realsense board_pose.position_m=[0.4,0,0]",
               "  pointworld robot-info urdf=path/to/robot.urdf links='*finger*'",
+              "  pointworld inspect datasets/franka",
               "  pointworld capture --help     (the config, its groups and their options)"]
     return "\n".join(lines)
 
@@ -127,6 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from omegaconf.errors import OmegaConfBaseException
 
     overrides = [a for a in rest if a not in ("--cfg", "--debug")]
+    positional = SUBCOMMANDS[name].positional
+    if positional is not None:  # `pointworld inspect PATH` == `pointworld inspect path=PATH`
+        overrides = [a if "=" in a else f"{positional}={a}" for a in overrides]
     try:
         cfg = compose_config(name, overrides)
     except (HydraException, OmegaConfBaseException) as exc:
@@ -135,6 +148,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "--cfg" in rest:
         print(OmegaConf.to_yaml(cfg))
         return 0
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        print(f"pointworld {name}: missing required setting(s) {missing}; give them as key=value",
+              file=sys.stderr)
+        return 2
     try:
         return SUBCOMMANDS[name].run(cfg)
     except Exception as exc:  # report user-facing errors in one line; re-raise programming errors

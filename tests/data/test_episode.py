@@ -363,3 +363,20 @@ def test_episode_summary(tmp_path):
     assert s["moving_point_share"] == pytest.approx(5 / 12)
     assert episode_summary(path, moving_threshold_m=0.087)["moving_points"] == 0
     assert episode_summary(path, moving_threshold_m=0.086)["moving_points"] == 5
+
+
+def test_inspect_command_prints_dataset_statistics(tmp_path, capsys):
+    from pointworld.cli import main
+
+    write_episode(tmp_path / "ep_000.h5", make_episode(0))
+    write_episode(tmp_path / "ep_001.h5", make_episode(1, robot_name="bimanual"))
+    assert main(["inspect", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "2 episode(s)" in out and "total: 4 clips, 24 scene points" in out
+    assert "franka_panda (1 episodes)" in out and "bimanual (1 episodes)" in out
+    assert "clips with motion (> 0.01 m): 100.0%" in out and "moving points: 41.7%" in out
+    assert main(["inspect", str(tmp_path / "ep_000.h5"), "moving_threshold_m=0.09"]) == 0
+    assert "clips with motion (> 0.09 m): 0.0%" in capsys.readouterr().out
+    assert main(["inspect", str(tmp_path / "missing")]) == 1
+    assert "missing" in capsys.readouterr().err
+    assert main(["inspect"]) == 2  # path is mandatory
