@@ -15,7 +15,7 @@ from pointworld.geometry.checks import require_int, require_positive
 DEFAULT_TABLE_PLACEMENT: dict[str, tuple[float, float, float]] = {
     "franka_panda": (0.55, 0.0, 0.0),
     "flying_gripper": (0.5, 0.0, 0.0),
-    "bimanual": (0.6, 0.0, 0.75),
+    "bimanual": (0.45, 0.0, 0.75),
     "ur5e_gripper": (-0.55, -0.1, 0.0),
 }
 _FALLBACK_PLACEMENT = (0.55, 0.0, 0.0)
@@ -69,6 +69,8 @@ class SceneConfig:
         armature: added rotor inertia on every robot joint, kg m^2 (or kg for prismatic joints).
         robot_self_collision: whether robot links collide with each other (and the two arms of the
             bimanual robot with each other); False lets self-colliding commands pass through.
+        finger_friction: sliding friction of the finger geoms (links named ``*finger*``); above
+            MuJoCo's default 1 so pinched or pressed cloth and objects are dragged, not slid over.
     """
 
     robot: str = "franka_panda"
@@ -92,6 +94,7 @@ class SceneConfig:
     damping_ratio: float = 1.0
     armature: float = 0.1
     robot_self_collision: bool = True
+    finger_friction: float = 2.5
 
     def __post_init__(self) -> None:
         if not isinstance(self.robot, str) or not self.robot:
@@ -109,7 +112,7 @@ class SceneConfig:
         self.shapes = tuple(self.shapes)
         require_int("seed", self.seed, 0)
         for name in ("timestep_s", "control_dt_s", "table_thickness_m", "kp_revolute", "kp_prismatic",
-                     "damping_ratio", "armature"):
+                     "damping_ratio", "armature", "finger_friction"):
             require_positive(name, getattr(self, name))
         ratio = self.control_dt_s / self.timestep_s
         if abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 1:

@@ -24,6 +24,7 @@ from pointworld.sim.robot_mjcf import (
     RobotIndex,
     add_robot_servos,
     disable_self_collision,
+    set_finger_friction,
     servo_control,
     urdf_to_spec,
 )
@@ -72,6 +73,7 @@ class SimEnv:
         spec = urdf_to_spec(self._urdf)
         add_robot_servos(spec, self.robot, kp_revolute=c.kp_revolute, kp_prismatic=c.kp_prismatic,
                          damping_ratio=c.damping_ratio, armature=c.armature)
+        set_finger_friction(spec, self.robot, c.finger_friction)
         if not c.robot_self_collision:
             disable_self_collision(spec, self.robot)
         self.scene = build_scene(spec, self.robot.name, c, rng)

@@ -108,6 +108,20 @@ def add_robot_servos(spec: mujoco.MjSpec, robot: Robot, *, kp_revolute: float, k
         act.ctrllimited = False
 
 
+def set_finger_friction(spec: mujoco.MjSpec, robot: Robot, friction: float) -> None:
+    """Set the sliding friction of every geom on a robot link whose name contains ``finger``.
+
+    Args:
+        spec: the robot's spec (modified in place).
+        robot: the same robot (its link names select the geoms).
+        friction: sliding friction coefficient (> 0); torsional and rolling keep MuJoCo's defaults.
+    """
+    fingers = {name for name in robot.link_names if "finger" in name}
+    for geom in spec.geoms:
+        if geom.parent.name in fingers:
+            geom.friction[0] = friction
+
+
 def disable_self_collision(spec: mujoco.MjSpec, robot: Robot) -> None:
     """Stop the robot's links from colliding with each other (they still collide with everything else).
 

@@ -160,3 +160,22 @@ def test_self_collision_switch() -> None:
         p = forward_kinematics(env.robot.chain, torch.stack([q_cmd[-1], q_sim[-1]]))[..., :3, 3]
         errors[on] = float((p[0] - p[1]).norm(dim=-1).max())
     assert errors[True] > 0.01 and errors[False] < 3e-3
+
+
+def test_finger_geoms_get_the_configured_friction():
+    import mujoco
+
+    from pointworld.sim.config import SceneConfig
+    from pointworld.sim.env import SimEnv
+
+    env = SimEnv(SceneConfig(robot="franka_panda", n_objects=(1, 1), include_drawer=False,
+                             finger_friction=2.0))
+    env.reset(0)
+    model = env.model
+    finger_bodies = {mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, n)
+                     for n in ("panda_leftfinger", "panda_rightfinger")}
+    frictions = [model.geom_friction[g, 0] for g in range(model.ngeom) if model.geom_bodyid[g] in finger_bodies]
+    hand = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "panda_hand")
+    others = [model.geom_friction[g, 0] for g in range(model.ngeom) if model.geom_bodyid[g] == hand]
+    assert frictions and all(f == 2.0 for f in frictions)
+    assert others and all(f == 1.0 for f in others)
