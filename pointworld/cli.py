@@ -49,6 +49,12 @@ def _run_inspect(cfg: DictConfig) -> int:
     return run_inspect(cfg)
 
 
+def _run_generate(cfg: DictConfig) -> int:
+    from pointworld.cli_generate import run_generate
+
+    return run_generate(cfg)
+
+
 def _run_robot_info(cfg: DictConfig) -> int:
     from pointworld.cli_robot import run_robot_info
 
@@ -64,6 +70,8 @@ SUBCOMMANDS: dict[str, Subcommand] = {
                              _run_robot_info, "robot_info"),
     "inspect": Subcommand("print the contents and statistics of a dataset directory or episode file",
                           _run_inspect, "inspect", positional="path"),
+    "generate": Subcommand("simulate exploration episodes with ground-truth point flows into a dataset",
+                           _run_generate, "generate"),
 }
 
 
