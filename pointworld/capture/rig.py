@@ -87,8 +87,10 @@ def replay_rig(path: str | Path | None = None, serials: Sequence[str] | None = N
     captures = capture_directories(path)
     # A single capture is decoded once and shared; a recording is read capture by capture.
     source: SceneCapture | Path = load_capture(captures[0]) if len(captures) == 1 else path
-    first = source if isinstance(source, SceneCapture) else load_capture(captures[0])
-    serials = first.serials if serials is None else [str(s) for s in serials]
+    if serials is None:
+        first = source if isinstance(source, SceneCapture) else load_capture(captures[0])
+        serials = first.serials
+    serials = [str(s) for s in serials]
     poses = _extrinsics(calibration_file, serials)
     return CameraRig([ReplayCamera(source, s, T_world_cam=poses[s]) for s in serials])
 

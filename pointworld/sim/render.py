@@ -1,8 +1,8 @@
 """Headless RGB, depth and segmentation rendering of a MuJoCo scene from arbitrary pinhole cameras.
 
-``MUJOCO_GL`` and ``PYOPENGL_PLATFORM`` default to ``egl`` (set with ``os.environ.setdefault`` before
-MuJoCo is imported here, so an environment that already chose ``osmesa`` or ``glfw`` keeps it; both must
-name the same backend). If ``mujoco`` was imported earlier without ``MUJOCO_GL`` (so it chose GLFW,
+``MUJOCO_GL`` and ``PYOPENGL_PLATFORM`` default to ``egl`` (set by :mod:`pointworld.sim` before any of
+its modules imports MuJoCo, so an environment that already chose ``osmesa`` or ``glfw`` keeps it; both
+must name the same backend). If ``mujoco`` was imported earlier without ``MUJOCO_GL`` (so it chose GLFW,
 which needs a display), importing this module points MuJoCo's renderer at the headless backend anyway
 (``_ensure_headless_context``); only ``PYOPENGL_PLATFORM`` must then already be right, or PyOpenGL not
 imported yet.
@@ -28,9 +28,6 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-
-os.environ.setdefault("MUJOCO_GL", "egl")
-os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
 import mujoco
 import numpy as np

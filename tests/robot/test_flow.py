@@ -269,14 +269,18 @@ def test_bad_input(franka, slider):
         robot_point_flow(slider, fingers, torch.zeros(2, 3, 2, dtype=F64), grip)
 
 
+def _permuted(surf: RobotSurfacePoints, perm: torch.Tensor) -> RobotSurfacePoints:
+    """The same surface points in another order (no longer grouped by link)."""
+    return RobotSurfacePoints(link_index=surf.link_index[perm], points_link=surf.points_link[perm],
+                              normals_link=surf.normals_link[perm])
+
+
 def test_points_in_any_link_order(franka):
     """A surface whose points are not grouped by link gives the same per-point results."""
     gen = torch.Generator().manual_seed(7)
     surf = sample_surface_points(franka, 120, seed=4)
     perm = torch.randperm(120, generator=gen)
-    shuffled = RobotSurfacePoints(link_index=surf.link_index[perm],
-                                  points_link=surf.points_link[perm],
-                                  normals_link=surf.normals_link[perm])
+    shuffled = _permuted(surf, perm)
     q = _random_q(franka, (2, 4), gen)
     ref = robot_point_flow(franka, surf, q, torch.ones(2, 4)).features()
     out = robot_point_flow(franka, shuffled, q, torch.ones(2, 4)).features()
@@ -301,9 +305,7 @@ def test_validate_false_gives_the_same_flow_and_skips_only_value_checks(franka, 
     gen = torch.Generator().manual_seed(9)
     surf = sample_surface_points(franka, 80, seed=1)
     perm = torch.randperm(80, generator=gen)
-    shuffled = RobotSurfacePoints(link_index=surf.link_index[perm],
-                                  points_link=surf.points_link[perm],
-                                  normals_link=surf.normals_link[perm])
+    shuffled = _permuted(surf, perm)
     q = _random_q(franka, (2, 5), gen)
     grip = torch.rand(2, 5, generator=gen, dtype=F64)
     T = _random_rigid(2, gen)
