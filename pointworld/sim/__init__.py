@@ -12,8 +12,13 @@
 - :mod:`pointworld.sim.render`: headless RGB, z-depth and body segmentation; sensor-like depth noise.
 - :mod:`pointworld.sim.ground_truth`: scene points from rendered views and their ground-truth
   trajectories over a clip (rigid bodies and cloth vertices).
+- :mod:`pointworld.sim.task` + :mod:`pointworld.sim.task_goals`: :class:`TaskEnv` for the planner — reset
+  to a seeded push / drawer / cloth task (goal = move the points in a box by a rigid motion), observe a
+  ``SceneCapture`` from the configured cameras, execute joint trajectories, evaluate success; the
+  simulator state can be saved and restored (``SimEnv.get_state``/``set_state``) for oracle planning.
 
-Imports ``mujoco`` (the ``sim`` extra); may use :mod:`pointworld.geometry` and :mod:`pointworld.robot`.
+Imports ``mujoco`` (the ``sim`` extra); may use :mod:`pointworld.geometry`, :mod:`pointworld.robot` and the
+frame types of :mod:`pointworld.capture`.
 Headless rendering defaults to EGL: ``MUJOCO_GL`` and ``PYOPENGL_PLATFORM`` are set to ``egl`` here,
 before any module of this package imports MuJoCo, unless the environment already chose a backend.
 """

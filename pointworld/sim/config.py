@@ -22,7 +22,9 @@ _FALLBACK_PLACEMENT = (0.55, 0.0, 0.0)
 SHAPES: tuple[str, ...] = ("box", "cylinder", "sphere", "L", "T", "cross")
 
 
-def _range(name: str, value: object, low: float = 0.0, strict: bool = True) -> tuple[float, float]:
+def require_range(name: str, value: object, low: float = 0.0, strict: bool = True) -> tuple[float, float]:
+    """Validate a config pair ``(min, max)`` of finite numbers with min <= max and min > low (>= low when
+    not ``strict``); returns it as floats. ``ValueError`` naming ``name`` otherwise."""
     if not (isinstance(value, (tuple, list)) and len(value) == 2
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
         raise ValueError(f"{name}: expected a pair (min, max) of numbers, got {value!r}")
@@ -99,13 +101,13 @@ class SceneConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.robot, str) or not self.robot:
             raise ValueError(f"robot: expected a shipped robot name or URDF path, got {self.robot!r}")
-        lo, hi = _range("n_objects", self.n_objects, 0.0, strict=False)
+        lo, hi = require_range("n_objects", self.n_objects, 0.0, strict=False)
         if lo != int(lo) or hi != int(hi):
             raise ValueError(f"n_objects: expected a pair of ints, got {self.n_objects!r}")
         self.n_objects = (int(lo), int(hi))
-        self.object_size_m = _range("object_size_m", self.object_size_m)
-        self.object_mass_kg = _range("object_mass_kg", self.object_mass_kg)
-        self.object_friction = _range("object_friction", self.object_friction)
+        self.object_size_m = require_range("object_size_m", self.object_size_m)
+        self.object_mass_kg = require_range("object_mass_kg", self.object_mass_kg)
+        self.object_friction = require_range("object_friction", self.object_friction)
         bad = [s for s in self.shapes if s not in SHAPES]
         if isinstance(self.shapes, str) or not self.shapes or bad:
             raise ValueError(f"shapes: expected a non-empty list from {SHAPES}, got {self.shapes!r}")

@@ -30,6 +30,8 @@ from pointworld.sim.robot_mjcf import (
 )
 from pointworld.sim.scene import SceneBuild, build_scene
 
+#: What ``get_state``/``set_state`` save and restore (everything ``mj_step`` reads).
+_STATE = mujoco.mjtState.mjSTATE_INTEGRATION
 _PANDA_ARM = (0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785, 0.04)
 #: Start configuration of each shipped robot (``Robot.joint_names`` order), rad or m; grippers open.
 HOME_Q: dict[str, tuple[float, ...]] = {
@@ -155,6 +157,46 @@ class SimEnv:
         if not np.all(np.isfinite(g)) or g.min() < 0.0 or g.max() > 1.0:
             raise ValueError(f"gripper: expected openings in [0, 1], got values in [{g.min()}, {g.max()}]")
         return np.broadcast_to(g, (steps, len(index.gripper))) * index.gripper_upper
+
+    def get_state(self) -> np.ndarray:
+        """Snapshot of everything that determines how the simulation continues.
+
+        Returns:
+            (P + J,) float64: MuJoCo's integration state (``mj_getState`` with ``mjSTATE_INTEGRATION``:
+            time, qpos, qvel, actuator and plugin state, warm start, controls, applied forces, mocap,
+            active equalities; P = ``mj_stateSize``) followed by the J servo targets ``execute``
+            interpolates from, rad or m. Valid only for the scene of the current ``reset``.
+        """
+        model, data, _ = self._require_reset()
+        size = mujoco.mj_stateSize(model, _STATE)
+        state = np.empty(size + self._target.shape[0], dtype=np.float64)
+        mujoco.mj_getState(model, data, state[:size], _STATE)
+        state[size:] = self._target
+        return state
+
+    def set_state(self, state: np.ndarray) -> None:
+        """Restore a :meth:`get_state` snapshot of the same scene (then recompute the derived
+        quantities with ``mj_forward``): executing the same commands afterwards reproduces the
+        original continuation exactly.
+
+        Args:
+            state: (P + J,) snapshot from :meth:`get_state` (numpy or torch), float.
+
+        Raises:
+            ValueError: wrong size (e.g. a snapshot of another scene) or non-finite values.
+        """
+        model, data, _ = self._require_reset()
+        size = mujoco.mj_stateSize(model, _STATE)
+        value = state.detach().cpu().numpy() if isinstance(state, torch.Tensor) else state
+        arr = np.asarray(value, dtype=np.float64)
+        expected = (size + self._target.shape[0],)
+        if arr.shape != expected or not np.all(np.isfinite(arr)):
+            raise ValueError(f"state: expected a finite array of shape {expected} from get_state() of this "
+                             f"scene, got shape {arr.shape}" + ("" if arr.shape != expected else
+                                                                " with non-finite values"))
+        mujoco.mj_setState(model, data, np.ascontiguousarray(arr[:size]), _STATE)
+        self._target = arr[size:].copy()
+        mujoco.mj_forward(model, data)
 
     def body_names(self) -> list[str]:
         """Names of all bodies of the compiled model, in body id order (``world`` first)."""
