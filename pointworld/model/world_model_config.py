@@ -1,0 +1,98 @@
+"""Configuration of the world model (mirrored by ``configs/model/*.yaml``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from pointworld.geometry.checks import require_int
+from pointworld.model.backbone import BackboneConfig
+
+#: Robot vocabulary of the shipped robots; index 0 of the robot-type embedding is "unknown robot".
+DEFAULT_ROBOT_TYPES: tuple[str, ...] = ("franka_panda", "bimanual", "flying_gripper", "ur5e_gripper")
+
+#: Scene point channels before image features: xyz relative to the cloud origin (m), rgb, normal.
+SCENE_POINT_CHANNELS = 9
+#: Robot point channels: xyz relative to the origin (m), normal, gripper_open, velocity, acceleration.
+ROBOT_POINT_CHANNELS = 13
+
+
+def _backbone(value: Any, name: str) -> BackboneConfig:
+    """Accept a BackboneConfig or a mapping of its fields (``in_channels`` is set by the world model)."""
+    if isinstance(value, BackboneConfig):
+        return value
+    if isinstance(value, dict):
+        return BackboneConfig(**{"in_channels": 1, **value})
+    raise TypeError(f"{name}: expected a BackboneConfig or a mapping of its fields, got {type(value).__name__}")
+
+
+@dataclass
+class WorldModelConfig:
+    """The world model: a scene encoder, an action mixer over scene + robot points, and heads.
+
+    Attributes:
+        encoder: backbone over the scene points alone (action-independent: computed once per scene and
+            reused for all K candidate actions). ``in_channels`` is derived.
+        mixer: backbone over the joint cloud of scene tokens and robot points at every step (one pass per
+            candidate action). ``in_channels`` is derived (= ``token_channels``).
+        horizon: T, the number of predicted future steps.
+        token_channels: width of the scene and robot tokens entering the mixer.
+        image_feature_channels: F, channels of lifted image features per scene point (0 = none).
+        robot_types: robot names of the robot-type embedding (index i + 1; index 0 = unknown robot).
+        robot_type_dropout: probability in [0, 1) that a training sample's robot type is replaced by
+            "unknown", so the model also works for robots it has never seen.
+        max_distance_m: the scene-to-robot distance feature is clipped to this, m.
+        head_hidden: hidden width of the displacement and log-variance heads.
+    """
+
+    encoder: BackboneConfig = field(default_factory=lambda: BackboneConfig(in_channels=1))
+    mixer: BackboneConfig = field(default_factory=lambda: BackboneConfig(in_channels=1))
+    horizon: int = 10
+    token_channels: int = 64
+    image_feature_channels: int = 0
+    robot_types: tuple[str, ...] = DEFAULT_ROBOT_TYPES
+    robot_type_dropout: float = 0.1
+    max_distance_m: float = 1.0
+    head_hidden: int = 128
+
+    def __post_init__(self) -> None:
+        require_int("horizon", self.horizon, 1)
+        require_int("token_channels", self.token_channels, 1)
+        require_int("image_feature_channels", self.image_feature_channels, 0)
+        require_int("head_hidden", self.head_hidden, 1)
+        enc = _backbone(self.encoder, "encoder")
+        self.encoder = dataclasses.replace(enc, in_channels=SCENE_POINT_CHANNELS + self.image_feature_channels)
+        mix = _backbone(self.mixer, "mixer")
+        self.mixer = dataclasses.replace(mix, in_channels=self.token_channels)
+        if isinstance(self.robot_types, str) or not all(isinstance(r, str) and r for r in self.robot_types):
+            raise ValueError(f"robot_types: expected a sequence of robot names, got {self.robot_types!r}")
+        self.robot_types = tuple(self.robot_types)
+        if len(set(self.robot_types)) != len(self.robot_types):
+            raise ValueError(f"robot_types: expected unique names, got {self.robot_types}")
+        p = self.robot_type_dropout
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+            raise ValueError(f"robot_type_dropout: expected a probability in [0, 1), got {p!r}")
+        d = self.max_distance_m
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0.0 < d < math.inf:
+            raise ValueError(f"max_distance_m: expected a finite number > 0 m, got {d!r}")
+
+    def robot_type_index(self, robot_name: str) -> int:
+        """Index of ``robot_name`` in the robot-type embedding (0 = a robot the model does not know)."""
+        return self.robot_types.index(robot_name) + 1 if robot_name in self.robot_types else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (stored in checkpoints; ``WorldModelConfig.from_dict`` inverts it)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WorldModelConfig:
+        """Rebuild a config from :meth:`to_dict` output (nested backbones as mappings)."""
+        if not isinstance(data, dict):
+            raise TypeError(f"data: expected a mapping of WorldModelConfig fields, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"data: unknown WorldModelConfig fields {unknown}; known: {sorted(known)}")
+        return cls(**data)
