@@ -55,6 +55,18 @@ def _run_generate(cfg: DictConfig) -> int:
     return run_generate(cfg)
 
 
+def _run_train(cfg: DictConfig) -> int:
+    from pointworld.cli_train import run_train
+
+    return run_train(cfg)
+
+
+def _run_eval(cfg: DictConfig) -> int:
+    from pointworld.cli_train import run_eval
+
+    return run_eval(cfg)
+
+
 def _run_robot_info(cfg: DictConfig) -> int:
     from pointworld.cli_robot import run_robot_info
 
@@ -72,6 +84,10 @@ SUBCOMMANDS: dict[str, Subcommand] = {
                           _run_inspect, "inspect", positional="path"),
     "generate": Subcommand("simulate exploration episodes with ground-truth point flows into a dataset",
                            _run_generate, "generate"),
+    "train": Subcommand("train a world model on dataset directories (single process or under torchrun)",
+                        _run_train, "train"),
+    "eval": Subcommand("evaluate a checkpoint and the baselines on a dataset split; table + JSON",
+                       _run_eval, "eval"),
 }
 
 

@@ -49,3 +49,8 @@ class JointMismatchError(PointworldError, ValueError):
 class EpisodeFormatError(PointworldError, ValueError):
     """An episode file (HDF5) or a dataset's metadata (JSON) is missing, truncated, corrupt, of another
     format or version, or does not follow the schema in ``pointworld/data/SCHEMA.md``."""
+
+
+class CheckpointError(PointworldError, ValueError):
+    """A checkpoint file is not a pointworld checkpoint, is truncated or corrupt, of another format or a
+    newer version, lacks required entries, or does not match the architecture it declares."""

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from pointworld.config_dict import dataclass_from_dict
 from pointworld.geometry.checks import require_int
 from pointworld.model.backbone import BackboneConfig
 
@@ -88,11 +89,5 @@ class WorldModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WorldModelConfig:
-        """Rebuild a config from :meth:`to_dict` output (nested backbones as mappings)."""
-        if not isinstance(data, dict):
-            raise TypeError(f"data: expected a mapping of WorldModelConfig fields, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"data: unknown WorldModelConfig fields {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        """Rebuild a config from :meth:`to_dict` output (nested configs as mappings)."""
+        return dataclass_from_dict(cls, data)
