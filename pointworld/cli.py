@@ -67,6 +67,24 @@ def _run_eval(cfg: DictConfig) -> int:
     return run_eval(cfg)
 
 
+def _run_demo(cfg: DictConfig) -> int:
+    from pointworld.cli_demo import run_demo
+
+    return run_demo(cfg)
+
+
+def _run_plan(cfg: DictConfig) -> int:
+    from pointworld.cli_plan import run_plan
+
+    return run_plan(cfg)
+
+
+def _run_benchmark_planning(cfg: DictConfig) -> int:
+    from pointworld.cli_plan import run_benchmark_planning
+
+    return run_benchmark_planning(cfg)
+
+
 def _run_robot_info(cfg: DictConfig) -> int:
     from pointworld.cli_robot import run_robot_info
 
@@ -74,6 +92,8 @@ def _run_robot_info(cfg: DictConfig) -> int:
 
 
 SUBCOMMANDS: dict[str, Subcommand] = {
+    "demo": Subcommand("plan and execute a simulated push with the bundled world model; write what it saw",
+                       _run_demo, "demo"),
     "capture": Subcommand("capture RGB-D views and write the fused, cropped, voxelized cloud (.ply)",
                           _run_capture, "capture"),
     "calibrate": Subcommand("estimate camera extrinsics from a ChArUco board; write a calibration file",
@@ -84,6 +104,10 @@ SUBCOMMANDS: dict[str, Subcommand] = {
                           _run_inspect, "inspect", positional="path"),
     "generate": Subcommand("simulate exploration episodes with ground-truth point flows into a dataset",
                            _run_generate, "generate"),
+    "plan": Subcommand("plan a joint trajectory toward a goal from one scene capture with a world model",
+                       _run_plan, "plan"),
+    "benchmark-planning": Subcommand("closed-loop planning benchmark in simulation (learned / oracle / "
+                                     "zero-motion models)", _run_benchmark_planning, "benchmark_planning"),
     "train": Subcommand("train a world model on dataset directories (single process or under torchrun)",
                         _run_train, "train"),
     "eval": Subcommand("evaluate a checkpoint and the baselines on a dataset split; table + JSON",
@@ -98,9 +122,9 @@ def config_groups(name: str) -> dict[str, list[str]]:
     for entry in primary.get("defaults", []):
         if isinstance(entry, str) or entry is None:
             continue
-        for group in entry:
-            options = sorted(p.stem for p in (CONFIG_DIR / str(group)).glob("*.yaml"))
-            groups[str(group)] = options
+        for key in entry:
+            group = str(key).split("@")[0].lstrip("/")  # "optimizer@planner.optimizer" -> group "optimizer"
+            groups[str(key)] = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
     return groups
 
 

@@ -26,13 +26,20 @@ def train_config_from(cfg: DictConfig) -> Any:
 
 
 def run_train(cfg: DictConfig) -> int:
-    """``pointworld train data.sources=[DIR] out=DIR [model=tiny steps=...]``: train, then print a summary."""
+    """``pointworld train data.sources=[DIR] out=DIR [model=tiny steps=...]``: train, print a summary and
+    write it to ``out/summary.json`` (losses per logged step, validation metrics, throughput)."""
     from pointworld.train.loop import train
 
     import os
 
+    import json
+
+    from pointworld.atomic import atomic_open
+
     s = train(train_config_from(cfg), progress=True)
     if os.environ.get("RANK", "0") == "0":
+        with atomic_open(Path(s["out"]) / "summary.json", "w") as f:
+            json.dump(s, f, indent=1, default=str)
         best = "n/a" if s["best_l2_moved"] is None else f"{100 * s['best_l2_moved']:.2f} cm"
         speed = "n/a" if s["clips_per_s"] is None else f"{s['clips_per_s']:.2f}"
         print(f"step {s['step']}/{s['steps']} on {s['world_size']} x {s['device']}: final loss "

@@ -11,8 +11,9 @@ Structure (DESIGN.md, "World model"):
    becomes a token (normalized xyz, normal, gripper-open, velocity, acceleration, plus a time embedding and a
    robot-type embedding). A second PTv3 runs joint serialized attention over this combined cloud.
 3. **FiLM + heads**: robot token outputs are max-pooled per sample and modulate the scene outputs (FiLM,
-   initialised to the identity); an MLP head gives T x 3 normalized displacements and T log-variances, which
-   are scaled back to metres with the per-step displacement scale learned from data.
+   initialised to the identity); an MLP head gives T x 3 normalized displacements and T log-variances
+   (soft-bounded to ±``LOG_VAR_BOUND``), which are scaled back to metres with the per-step displacement
+   scale learned from data.
 
 Translation: all positions enter relative to the scene's grid origin, so shifting the scene and the robot
 together by a multiple of the grid size leaves the predicted displacements unchanged.
@@ -33,6 +34,10 @@ from pointworld.model.world_model_config import ROBOT_POINT_CHANNELS, SCENE_POIN
 
 #: The distance-to-robot step feature is divided by this (m) before entering the network.
 DISTANCE_FEATURE_SCALE_M = 0.1
+#: Bound of the normalized log-variance, ``B tanh(raw / B)``: the predicted std stays within e^(±B/2) of the
+#: displacement scale, so a confidently wrong point cannot blow up the heteroscedastic loss (nor a trivially
+#: static one drive its variance to zero).
+LOG_VAR_BOUND = 5.0
 
 
 @dataclass(frozen=True)
@@ -219,7 +224,7 @@ class WorldModel(nn.Module):
         out = self.head(x)
         scale = self.displacement_scale.scale.to(out.dtype)
         disp = out[..., :3 * T].reshape(x.shape[:2] + (T, 3)) * scale[:, None]
-        log_var = out[..., 3 * T:] + 2.0 * torch.log(scale)
+        log_var = LOG_VAR_BOUND * torch.tanh(out[..., 3 * T:] / LOG_VAR_BOUND) + 2.0 * torch.log(scale)
         keep = mask[..., None]
         disp = torch.where(keep[..., None], disp, torch.zeros_like(disp))
         log_var = torch.where(keep, log_var, torch.zeros_like(log_var))

@@ -29,7 +29,7 @@ def trained(data_dir, tmp_path_factory):
 
 def test_train_writes_checkpoints_config_and_logs(trained, capsys):
     assert (trained / "last.pt").is_file() and (trained / "train_config.json").is_file()
-    assert any((trained / "tb").iterdir())
+    assert any((trained / "tb").iterdir()) and (trained / "summary.json").is_file()
     config = json.loads((trained / "train_config.json").read_text())
     assert config["steps"] == 2 and config["model"]["horizon"] == T
     assert config["data"]["sources"][0]["weight"] == 1.0

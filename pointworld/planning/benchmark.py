@@ -1,0 +1,149 @@
+"""Closed-loop planning benchmark in simulation: tasks x robots x dynamics models behind one planner.
+
+For every (task, robot, model) cell, ``episodes`` seeded episodes are run with :func:`run_episode`: reset to
+the task of the seed, observe, plan, execute ``execute_steps`` steps, re-observe, until success or
+``max_replans``. Three dynamics models sit behind the same planner:
+
+- ``learned``: the world model (a checkpoint);
+- ``oracle``: the MuJoCo simulator itself (:class:`~pointworld.planning.oracle.SimOracle`), the upper bound;
+- ``zero_motion``: predicts that nothing moves (:class:`~pointworld.model.baselines.ZeroMotion`), the lower
+  bound.
+
+Held-out objects: by default the push scenes contain only ``cross`` objects, a shape that never appears in
+the training split of our datasets (``generate``'s ``held_out_shapes``). Episode seeds start at ``seed``
+(1000 by default), away from the seeds that generated training data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tqdm import tqdm
+
+from pointworld.geometry.checks import require_int
+from pointworld.model.baselines import ZeroMotion
+from pointworld.model.world_model import WorldModel
+from pointworld.planning.closed_loop import EpisodeResult, run_episode
+from pointworld.planning.observation import ObservationConfig
+from pointworld.planning.oracle import SimOracle
+from pointworld.planning.planner import MPCPlanner, PlannerConfig
+from pointworld.sim.config import SceneConfig
+from pointworld.sim.task import TaskConfig, TaskEnv
+
+MODELS: tuple[str, ...] = ("learned", "oracle", "zero_motion")
+#: Scene settings per task kind (held-out cross objects for push; drawer / cloth scenes for the others).
+TASK_SCENES: dict[str, dict[str, Any]] = {
+    "push": {"shapes": ("cross",), "n_objects": (1, 3), "object_size_m": (0.06, 0.12), "include_drawer": False},
+    "drawer": {"n_objects": (0, 2), "include_drawer": True},
+    "cloth": {"n_objects": (0, 1), "include_drawer": False, "include_cloth": True},
+}
+
+
+@dataclass
+class BenchmarkConfig:
+    """What to run.
+
+    Attributes:
+        tasks: task kinds (push, drawer, cloth).
+        robots: shipped robot names (include one the model never saw, e.g. ur5e_gripper).
+        models: dynamics models from :data:`MODELS`.
+        episodes: seeded episodes per cell (seeds ``seed`` .. ``seed + episodes - 1``).
+        seed: first episode seed.
+        max_replans: plans per episode before giving up.
+        horizon: T of every plan when no learned model sets it (the learned model's own T otherwise).
+        planner: the planner (optimizer, costs, action space, execute_steps).
+        observation: fusion of the simulated camera views into the planner's scene.
+        task: task settings (tolerances, goal ranges, cameras); ``kind`` is set per cell.
+    """
+
+    tasks: tuple[str, ...] = ("push",)
+    robots: tuple[str, ...] = ("franka_panda", "flying_gripper", "ur5e_gripper")
+    models: tuple[str, ...] = MODELS
+    episodes: int = 20
+    seed: int = 1000
+    max_replans: int = 20
+    horizon: int = 10
+    planner: PlannerConfig = field(default_factory=PlannerConfig)
+    observation: ObservationConfig = field(default_factory=ObservationConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("tasks", tuple(TASK_SCENES)), ("models", MODELS)):
+            values = tuple(getattr(self, name))
+            bad = [v for v in values if v not in allowed]
+            if not values or bad:
+                raise ValueError(f"{name}: expected a non-empty list from {allowed}, got {list(values)}")
+            setattr(self, name, values)
+        self.robots = tuple(self.robots)
+        if not self.robots:
+            raise ValueError("robots: expected at least one robot name, got none")
+        require_int("episodes", self.episodes, 1)
+        require_int("seed", self.seed, 0)
+        require_int("max_replans", self.max_replans, 1)
+        require_int("horizon", self.horizon, 1)
+
+
+def _predictor(model_name: str, env: TaskEnv, world_model: WorldModel | None) -> Any:
+    if model_name == "oracle":
+        return SimOracle(env)
+    if model_name == "zero_motion":
+        return ZeroMotion()
+    if world_model is None:
+        raise ValueError("world_model: the 'learned' model needs a checkpoint, got None")
+    return world_model
+
+
+def run_cell(config: BenchmarkConfig, task: str, robot: str, model_name: str, world_model: WorldModel | None,
+             on_episode: Callable[[EpisodeResult], None] | None = None) -> dict[str, Any]:
+    """Run the episodes of one (task, robot, model) cell; returns its summary row."""
+    scene = SceneConfig(robot=robot, **TASK_SCENES[task])
+    env = TaskEnv(scene, dataclasses.replace(config.task, kind=task))
+    horizon = world_model.config.horizon if world_model is not None else config.horizon
+    planner = MPCPlanner(env.robot, _predictor(model_name, env, world_model), config.planner, horizon=horizon)
+    results = []
+    for seed in range(config.seed, config.seed + config.episodes):
+        result = run_episode(env, planner, seed, config.max_replans, config.observation)
+        results.append(result)
+        if on_episode is not None:
+            on_episode(result)
+    return summarize(task, robot, model_name, results)
+
+
+def summarize(task: str, robot: str, model_name: str, results: list[EpisodeResult]) -> dict[str, Any]:
+    """One table row: success rate, final errors and planning time per replanning step."""
+    times = [t for r in results for t in r.plan_times_s]
+    errors = [r.final_error_m for r in results]
+    return {"task": task, "robot": robot, "model": model_name, "episodes": len(results),
+            "success_rate": sum(r.success for r in results) / len(results),
+            "final_error_m_mean": statistics.fmean(errors), "final_error_m_median": statistics.median(errors),
+            "plan_time_s_mean": statistics.fmean(times) if times else float("nan"),
+            "replans_mean": statistics.fmean(r.replans for r in results),
+            "messages": sorted({r.message for r in results})}
+
+
+def run_benchmark(config: BenchmarkConfig, world_model: WorldModel | None, progress: bool = True
+                  ) -> list[dict[str, Any]]:
+    """Every (task, robot, model) cell of ``config``; returns the rows of :func:`summarize`."""
+    cells = [(t, r, m) for t in config.tasks for r in config.robots for m in config.models]
+    rows = []
+    with tqdm(total=len(cells) * config.episodes, desc="episodes", disable=not progress) as bar:
+        for task, robot, model_name in cells:
+            bar.set_postfix_str(f"{task}/{robot}/{model_name}")
+            rows.append(run_cell(config, task, robot, model_name, world_model, lambda _: bar.update(1)))
+    return rows
+
+
+def format_rows(rows: list[dict[str, Any]]) -> str:
+    """Aligned text table of benchmark rows (success %, final error cm, plan time s)."""
+    head = f"{'task':7s} {'robot':15s} {'model':12s} {'eps':>4s} {'success':>8s} {'err_cm':>7s} " \
+           f"{'med_cm':>7s} {'plan_s':>7s} {'replans':>7s}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['task']:7s} {r['robot']:15s} {r['model']:12s} {r['episodes']:4d} "
+                     f"{100 * r['success_rate']:7.0f}% {100 * r['final_error_m_mean']:7.2f} "
+                     f"{100 * r['final_error_m_median']:7.2f} {r['plan_time_s_mean']:7.2f} {r['replans_mean']:7.1f}")
+    return "\n".join(lines)

@@ -1,0 +1,79 @@
+"""``pointworld demo``, ``plan`` and ``benchmark-planning`` end to end in smoke configurations."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from pointworld.cli import main
+from pointworld.model.backbone import BackboneConfig
+from pointworld.model.synthetic import synthetic_push_batch
+from pointworld.model.world_model import WorldModel
+from pointworld.model.world_model_config import WorldModelConfig
+from pointworld.train.checkpoint import save_checkpoint
+
+FAST = ["planner.optimizer.num_samples=4", "planner.optimizer.iterations=1", "device=cpu"]
+GOAL = "pointworld/assets/goals/push_red_box.json"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A micro world model (T = 10) with fitted normalization, saved as a checkpoint."""
+    bb = BackboneConfig(in_channels=1, enc_depths=(1, 1), enc_channels=(16, 32), enc_heads=(2, 2),
+                        enc_patch_size=(64, 64), dec_depths=(1,), dec_channels=(16,), dec_heads=(2,),
+                        dec_patch_size=(64,))
+    torch.manual_seed(0)
+    model = WorldModel(WorldModelConfig(encoder=bb, mixer=bb, horizon=10, token_channels=16, head_hidden=32))
+    model.update_normalization(*synthetic_push_batch(2, 64, 8, 10, seed=0))
+    model.finalize_normalization()
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "micro.pt", model=model.eval(), step=1)
+
+
+def test_demo_runs_end_to_end_and_writes_its_outputs(checkpoint, tmp_path, capsys):
+    out = tmp_path / "demo"
+    rc = main(["demo", f"checkpoint={checkpoint}", "max_replans=1", "cameras.width=160", "cameras.height=120",
+               f"output_dir={out}", *FAST])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "push with flying_gripper" in printed and "per plan" in printed
+    for name in ("start.png", "end.png", "observed_start.ply", "predicted_flow.ply", "observed_end.ply"):
+        assert (out / name).stat().st_size > 0, name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["replans"] == 1 and summary["final_error_m"] > 0 and len(summary["plan_times_s"]) == 1
+
+
+def test_plan_from_the_demo_capture_writes_a_trajectory_within_limits(checkpoint, tmp_path, capsys):
+    out = tmp_path / "plan"
+    rc = main(["plan", f"goal={GOAL}", f"checkpoint={checkpoint}", "robot=franka_panda", f"output_dir={out}",
+               *FAST])
+    assert rc == 0, capsys.readouterr().err
+    plan = json.loads((out / "plan.json").read_text())
+    q = torch.tensor(plan["q"])
+    assert q.shape == (11, 8) and plan["goal_points"] > 0
+    from pointworld.robot.urdf import load_robot
+
+    robot = load_robot("franka_panda")
+    assert bool(((q >= robot.lower - 1e-6) & (q <= robot.upper + 1e-6)).all())
+    assert (out / "plan.npz").is_file() and (out / "predicted_flow.ply").is_file()
+
+
+def test_plan_errors_name_the_problem(checkpoint, tmp_path, capsys):
+    empty = tmp_path / "nothing.json"
+    empty.write_text(json.dumps({"select": {"box": [[5, 5, 5], [6, 6, 6]]}, "translation": [0.1, 0, 0]}))
+    assert main(["plan", f"goal={empty}", f"checkpoint={checkpoint}", f"output_dir={tmp_path}", *FAST]) == 1
+    assert "selects no points" in capsys.readouterr().err
+    assert main(["plan", f"goal={GOAL}", f"checkpoint={checkpoint}", "q0=[0.0,0.1,0.2]",
+                 f"output_dir={tmp_path}", *FAST]) == 1
+    assert "q0" in capsys.readouterr().err
+
+
+def test_benchmark_planning_smoke(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rc = main(["benchmark-planning", "models=[oracle,zero_motion]", "robots=[flying_gripper]", "episodes=1",
+               "max_replans=1", "cameras.width=160", "cameras.height=120", f"out={out}", *FAST])
+    assert rc == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["model"], r["episodes"]) for r in rows] == [("oracle", 1), ("zero_motion", 1)]
+    assert "success" in capsys.readouterr().out
