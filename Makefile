@@ -20,9 +20,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The main job on its embedded default: fuse the shipped demo recording into a point cloud.
+# The main job on its embedded default: a simulated push planned with the bundled world model, executed in
+# closed loop; writes what it saw and predicted to $(DEMO_OUT)/.
 demo: install
-	$(VENV)/bin/pointworld capture output_dir=$(DEMO_OUT) overwrite=true
+	$(VENV)/bin/pointworld demo output_dir=$(DEMO_OUT)
 
 # The default test run: CPU-only, no camera, no GPU, no network.
 test: install
@@ -35,6 +36,7 @@ test-all: install
 bench: install
 	$(PY) scripts/bench_geometry.py
 	$(PY) scripts/bench_fk.py
+	$(PY) scripts/bench_model.py --presets tiny
 
 # Re-render the demo recording shipped in pointworld/assets/demo_capture.
 demo-asset: install

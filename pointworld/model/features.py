@@ -95,6 +95,43 @@ def nearest_robot_distance(scene_points: torch.Tensor, robot_points: torch.Tenso
     return torch.where(has_robot, distance, NO_ROBOT_DISTANCE_M)
 
 
+def nearest_robot_motion(scene_points: torch.Tensor, robot_points: torch.Tensor, robot_mask: torch.Tensor,
+                         chunk: int | None = None) -> torch.Tensor:
+    """Motion of the robot point nearest to every scene point at t = 0 (a "rigid follow" prior).
+
+    Args:
+        scene_points: (B, N, 3) or (1, N, 3) scene positions at t = 0, m, world frame.
+        robot_points: (B, T+1, M, 3) robot point positions per step, m, world frame; same dtype.
+        robot_mask: (B, M) bool, True for real robot points.
+        chunk: scene points ranked at once; None keeps ``B chunk M`` under ``DISTANCE_CHUNK_ELEMENTS``.
+
+    Returns:
+        (B, T, N, 3) displacement ``r_t - r_0`` of that robot point at steps 1..T, m; zeros for a batch
+        element without real robot points. Not differentiable through the choice of the point.
+    """
+    require_shape("robot_points", require_floating("robot_points", robot_points), (None, None, None, 3),
+                  max_leading=0)
+    B, steps, M = robot_points.shape[:3]
+    require_shape("robot_mask", require_dtype("robot_mask", robot_mask, torch.bool), (B, M), max_leading=0)
+    require_shape("scene_points", require_dtype("scene_points", scene_points, robot_points.dtype),
+                  (None, None, 3), max_leading=0)
+    if scene_points.shape[0] not in (1, B):
+        raise ValueError(f"scene_points: expected batch size 1 or {B} (robot_points), got shape "
+                         f"{tuple(scene_points.shape)}")
+    chunk = max(1, DISTANCE_CHUNK_ELEMENTS // max(1, B * M)) if chunk is None else require_int("chunk", chunk, 1)
+    start = robot_points[:, 0]  # (B, M, 3)
+    scene = scene_points.expand(B, -1, -1)
+    picks = []
+    with torch.no_grad():
+        for lo in range(0, scene.shape[1], chunk):
+            d = torch.cdist(scene[:, lo:lo + chunk], start).masked_fill(~robot_mask[:, None, :], float("inf"))
+            picks.append(d.argmin(-1))  # (B, n)
+    nearest = torch.cat(picks, -1) if picks else scene.new_zeros((B, 0), dtype=torch.int64)
+    motion = robot_points[:, 1:] - robot_points[:, :1]  # (B, T, M, 3)
+    out = torch.gather(motion, 2, nearest[:, None, :, None].expand(B, steps - 1, -1, 3))
+    return torch.where(robot_mask.any(-1)[:, None, None, None], out, torch.zeros_like(out))
+
+
 def _broadcast_scene(scene: SceneInput, action: ActionInput) -> SceneInput:
     """The scene with B matching the action's (a scene with B = 1 is expanded)."""
     if scene.batch_size not in (1, action.batch_size):

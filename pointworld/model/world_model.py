@@ -7,7 +7,8 @@ Structure (DESIGN.md, "World model"):
    data, go through a Point Transformer V3 U-Net over the scene points alone. The result is cached in a
    :class:`SceneEncoding` and reused for every candidate action of a planning step.
 2. **Action mixer** (once per candidate action): every scene point becomes a token (its encoding plus, per
-   step, the gripper-open flag and its distance to the nearest robot point); every robot point at every step
+   step, the gripper-open flag, its distance to the nearest robot point and, with
+   ``robot_motion_features``, the motion of the robot point nearest to it at t = 0); every robot point at every step
    becomes a token (normalized xyz, normal, gripper-open, velocity, acceleration, plus a time embedding and a
    robot-type embedding). A second PTv3 runs joint serialized attention over this combined cloud.
 3. **FiLM + heads**: robot token outputs are max-pooled per sample and modulate the scene outputs (FiLM,
@@ -27,7 +28,12 @@ import torch
 from torch import nn
 
 from pointworld.model.backbone import PointTransformerV3
-from pointworld.model.features import robot_point_features, scene_point_features, scene_step_features
+from pointworld.model.features import (
+    nearest_robot_motion,
+    robot_point_features,
+    scene_point_features,
+    scene_step_features,
+)
 from pointworld.model.inputs import ActionInput, Prediction, SceneInput
 from pointworld.model.normalization import DisplacementScale, FeatureNormalizer
 from pointworld.model.world_model_config import ROBOT_POINT_CHANNELS, SCENE_POINT_CHANNELS, WorldModelConfig
@@ -82,7 +88,8 @@ class WorldModel(nn.Module):
         self.robot_norm = FeatureNormalizer(ROBOT_POINT_CHANNELS)
         self.displacement_scale = DisplacementScale(T)
         self.encoder = PointTransformerV3(config.encoder)
-        self.scene_token = _mlp(self.encoder.out_channels + 2 * (T + 1), C, C)
+        step_channels = 2 * (T + 1) + (3 * T if config.robot_motion_features else 0)
+        self.scene_token = _mlp(self.encoder.out_channels + step_channels, C, C)
         self.robot_token = _mlp(ROBOT_POINT_CHANNELS, C, C)
         self.time_embedding = nn.Embedding(T + 1, C)
         self.robot_embedding = nn.Embedding(len(config.robot_types) + 1, C)
@@ -176,6 +183,10 @@ class WorldModel(nn.Module):
         steps = scene_step_features(s, action, self.config.max_distance_m)
         T1 = action.horizon + 1  # channels: gripper-open per step, then distance per step
         steps = torch.cat([steps[..., :T1], steps[..., T1:] / DISTANCE_FEATURE_SCALE_M], -1)
+        if self.config.robot_motion_features:
+            motion = nearest_robot_motion(s.points, action.points.to(s.points.dtype), action.mask)
+            motion = motion.permute(0, 2, 1, 3).reshape(B, s.points.shape[1], -1) / DISTANCE_FEATURE_SCALE_M
+            steps = torch.cat([steps, torch.where(s.mask[..., None], motion, torch.zeros_like(motion))], -1)
         scene_tok = self.scene_token(torch.cat([features, steps.to(features.dtype)], -1))
         robot_tok = self._robot_tokens(action, origin)
         mixed_scene, pooled_robot = self._mix(s, scene_tok, action, robot_tok)

@@ -46,6 +46,8 @@ class WorldModelConfig:
             "unknown", so the model also works for robots it has never seen.
         max_distance_m: the scene-to-robot distance feature is clipped to this, m.
         head_hidden: hidden width of the displacement and log-variance heads.
+        robot_motion_features: also give every scene token, per step, the displacement since t = 0 of the
+            robot point nearest to it at t = 0 (a "rigid follow" prior the network refines; 3 T channels).
     """
 
     encoder: BackboneConfig = field(default_factory=lambda: BackboneConfig(in_channels=1))
@@ -57,12 +59,15 @@ class WorldModelConfig:
     robot_type_dropout: float = 0.1
     max_distance_m: float = 1.0
     head_hidden: int = 128
+    robot_motion_features: bool = False
 
     def __post_init__(self) -> None:
         require_int("horizon", self.horizon, 1)
         require_int("token_channels", self.token_channels, 1)
         require_int("image_feature_channels", self.image_feature_channels, 0)
         require_int("head_hidden", self.head_hidden, 1)
+        if not isinstance(self.robot_motion_features, bool):
+            raise TypeError(f"robot_motion_features: expected a bool, got {self.robot_motion_features!r}")
         enc = _backbone(self.encoder, "encoder")
         self.encoder = dataclasses.replace(enc, in_channels=SCENE_POINT_CHANNELS + self.image_feature_channels)
         mix = _backbone(self.mixer, "mixer")

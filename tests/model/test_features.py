@@ -181,3 +181,20 @@ def test_bad_inputs_are_rejected() -> None:
         nearest_robot_distance(scene.points[:1], robot[0], mask)
     with pytest.raises(ValueError, match="chunk"):
         nearest_robot_distance(scene.points[:1], robot, mask, chunk=0)
+
+
+def test_nearest_robot_motion_matches_a_naive_loop():
+    from pointworld.model.features import nearest_robot_motion
+
+    g = torch.Generator().manual_seed(3)
+    scene = torch.rand(2, 7, 3, generator=g, dtype=torch.float64)
+    robot = torch.rand(2, 4, 5, 3, generator=g, dtype=torch.float64)
+    mask = torch.tensor([[True, False, True, True, True], [False] * 5])
+    out = nearest_robot_motion(scene, robot, mask, chunk=3)
+    assert out.shape == (2, 3, 7, 3)
+    for n in range(7):
+        d = [float((scene[0, n] - robot[0, 0, m]).norm()) if mask[0, m] else float("inf") for m in range(5)]
+        m = d.index(min(d))
+        for t in range(1, 4):
+            torch.testing.assert_close(out[0, t - 1, n], robot[0, t, m] - robot[0, 0, m], rtol=0, atol=1e-12)
+    assert (out[1] == 0).all()  # no real robot point

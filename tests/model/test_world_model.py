@@ -160,3 +160,16 @@ def test_tiny_model_overfits_one_batch():
         loss.backward()
         optimizer.step()
     assert moved_error() < start / 10
+
+
+def test_robot_motion_features_change_the_token_width_and_keep_invariances():
+    config = micro_config(robot_motion_features=True)
+    model = fitted_model(config, torch.float64).eval()
+    assert model.scene_token[0].in_features == model.encoder.out_channels + 2 * (T + 1) + 3 * T
+    scene, action, _, _ = synthetic_push_batch(2, 80, 10, T, seed=9, dtype=torch.float64)
+    shift = torch.tensor([3.0, 1.0, -2.0], dtype=torch.float64) * config.encoder.grid_size_m
+    flow = action.flow.clone()
+    flow[..., :3] += shift
+    moved = model.predict(dataclasses.replace(scene, points=scene.points + shift),
+                          ActionInput(flow, action.mask, action.robot_type))
+    torch.testing.assert_close(moved.displacement, model.predict(scene, action).displacement, rtol=1e-7, atol=1e-10)
