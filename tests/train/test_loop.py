@@ -51,6 +51,15 @@ def deterministic_kernels():
     torch.use_deterministic_algorithms(before)
 
 
+@pytest.fixture(autouse=True)
+def python_sigint_handler():
+    """Run each test with Python's own SIGINT handler: a job started in the background by a shell without
+    job control inherits SIGINT ignored, which ``deferred_interrupt`` rightly leaves ignored."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory, write_tiny_dataset) -> str:
     return write_tiny_dataset(tmp_path_factory.mktemp("clips"), robot="franka_panda", horizon=T)
