@@ -11,7 +11,9 @@ One command (``python scripts/make_pretrained.py --work /tmp/pretrained``) runs,
    (both evaluations) and ``tiny_train_config.json`` next to it.
 
 Every step skips work already done (finished episodes, a finished run), so an interrupted run can simply be
-started again. Use ``--steps`` / ``--episodes`` to make a quicker (weaker) model.
+started again. Use ``--steps`` / ``--episodes`` to make a quicker (weaker) model. It trains with the current
+``configs/train.yaml`` and ``configs/model/tiny.yaml``; the exact config of the shipped file is in
+``pointworld/checkpoints/tiny_train_config.json`` (and inside ``tiny.pt``).
 """
 
 from __future__ import annotations

@@ -42,16 +42,24 @@ class LossConfig:
         moving_threshold_m: per-step motion (m) at which the sigmoid moving label is 0.5, > 0.
         moving_temperature_m: width (m) of the sigmoid moving label, > 0.
         moving_weight: weight of a clearly moving point (a clearly static one tends to 1), > 0.
+        variance_beta: β of β-NLL in [0, 1]: each entry's loss is multiplied by ``stopgrad(exp(lv))^β``.
+            0 = the plain heteroscedastic loss; 1 = the displacement gets exactly the Huber gradient
+            whatever the predicted variance, so a large variance cannot absorb the error of moving points
+            instead of the displacement learning them (the variance still learns from the same loss).
     """
 
     huber_delta: float = 1.0
     moving_threshold_m: float = 0.005
     moving_temperature_m: float = 0.0005
     moving_weight: float = 150.0
+    variance_beta: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("huber_delta", "moving_threshold_m", "moving_temperature_m", "moving_weight"):
             require_positive(name, getattr(self, name))
+        b = self.variance_beta
+        if isinstance(b, bool) or not isinstance(b, (int, float)) or not 0.0 <= b <= 1.0:
+            raise ValueError(f"variance_beta: expected a number in [0, 1], got {b!r}")
 
 
 def _check_flow_pair(name: str, x: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> None:
@@ -149,7 +157,10 @@ def heteroscedastic_huber_loss(displacement: torch.Tensor, log_var: torch.Tensor
     def wmean(x: torch.Tensor) -> torch.Tensor:
         return (w * x).sum() / denom
 
-    loss = wmean(data + 1.5 * lv)
+    per_entry = data + 1.5 * lv
+    if config.variance_beta > 0:
+        per_entry = per_entry * torch.exp(config.variance_beta * lv.detach())
+    loss = wmean(per_entry)
     with torch.no_grad():
         n_valid = valid.sum().clamp_min(1).to(w.dtype)
         stats = {"data": wmean(data.detach()), "huber": wmean(huber.detach()),

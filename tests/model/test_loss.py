@@ -207,3 +207,26 @@ def test_device_matches_cpu():
     got, stats = heteroscedastic_huber_loss(*moved, LossConfig())
     assert got.device.type == DEVICE.type and stats["huber"].device.type == DEVICE.type
     assert got.item() == pytest.approx(ref.item(), rel=1e-12)
+
+
+def test_beta_one_gives_the_displacement_the_plain_huber_gradient_whatever_the_variance():
+    g = torch.Generator().manual_seed(5)
+    target = torch.randn(1, 3, 4, 3, generator=g, dtype=torch.float64) * 0.02
+    valid = torch.ones(1, 3, 4, dtype=torch.bool)
+    scale = torch.full((3,), 0.01, dtype=torch.float64)
+    grads = []
+    for lv in (-4.0, 0.0, 3.0):
+        disp = torch.zeros(1, 3, 4, 3, dtype=torch.float64, requires_grad=True)
+        log_var = torch.full((1, 3, 4), lv, dtype=torch.float64) + 2 * math.log(0.01)
+        loss, _ = heteroscedastic_huber_loss(disp, log_var, target, valid, scale, LossConfig(variance_beta=1.0))
+        loss.backward()
+        grads.append(disp.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=0)
+    torch.testing.assert_close(grads[2], grads[1], rtol=1e-12, atol=0)
+    plain = torch.zeros(1, 3, 4, 3, dtype=torch.float64, requires_grad=True)
+    loss, _ = heteroscedastic_huber_loss(plain, torch.full((1, 3, 4), 2 * math.log(0.01), dtype=torch.float64),
+                                         target, valid, scale, LossConfig())
+    loss.backward()  # lv = 0 (normalized): beta changes nothing there
+    torch.testing.assert_close(grads[1], plain.grad, rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match="variance_beta"):
+        LossConfig(variance_beta=1.5)
