@@ -47,17 +47,12 @@ def run_train(cfg: DictConfig) -> int:
     return 0
 
 
-def _device(name: str) -> str:
-    import torch
-
-    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
-
-
 def run_eval(cfg: DictConfig) -> int:
     """``pointworld eval checkpoint=default|PATH data.sources=[DIR]``: metrics table + JSON."""
     from pointworld.data.clip_dataset import ClipDataset, ClipDatasetConfig
     from pointworld.model.baselines import RigidFollow, ZeroMotion
     from pointworld.train.checkpoint import build_model, load_checkpoint
+    from pointworld.train.distributed import resolve_device
     from pointworld.train.evaluate import evaluate, format_table, write_results
     from pointworld.train.pretrained import PRETRAINED_PATH
 
@@ -69,7 +64,8 @@ def run_eval(cfg: DictConfig) -> int:
     predictors: dict[str, Any] = {"model": model}
     if cfg.baselines:
         predictors.update(zero_motion=ZeroMotion(), rigid_follow=RigidFollow(cfg.rigid_follow_radius_m))
-    results = evaluate(predictors, dataset, batch_size=cfg.batch_size, device=_device(cfg.device),
+    device = resolve_device(str(cfg.device))
+    results = evaluate(predictors, dataset, batch_size=cfg.batch_size, device=device,
                        max_batches=cfg.max_batches, progress=True)
     results["checkpoint"] = str(path)
     print(format_table(results))

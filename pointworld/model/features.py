@@ -40,6 +40,22 @@ NO_ROBOT_DISTANCE_M: float = 10.0
 DISTANCE_CHUNK_ELEMENTS = 2**25
 
 
+def _check_robot_query(scene_points: torch.Tensor, robot_points: torch.Tensor,
+                       robot_mask: torch.Tensor) -> tuple[int, int, int]:
+    """Check scene points (B|1, N, 3), robot points (B, T+1, M, 3) of the same dtype and a (B, M) bool
+    mask; returns (B, T+1, M)."""
+    require_shape("robot_points", require_floating("robot_points", robot_points), (None, None, None, 3),
+                  max_leading=0)
+    B, steps, M = robot_points.shape[:3]
+    require_shape("robot_mask", require_dtype("robot_mask", robot_mask, torch.bool), (B, M), max_leading=0)
+    require_shape("scene_points", require_dtype("scene_points", scene_points, robot_points.dtype),
+                  (None, None, 3), max_leading=0)
+    if scene_points.shape[0] not in (1, B):
+        raise ValueError(f"scene_points: expected batch size 1 or {B} (robot_points), got shape "
+                         f"{tuple(scene_points.shape)}")
+    return B, steps, M
+
+
 def nearest_robot_distance(scene_points: torch.Tensor, robot_points: torch.Tensor, robot_mask: torch.Tensor,
                            chunk: int | None = None) -> torch.Tensor:
     """Distance from every scene point to the nearest real robot point, at every time step.
@@ -61,15 +77,7 @@ def nearest_robot_distance(scene_points: torch.Tensor, robot_points: torch.Tenso
         distance_m: (B, T+1, N) distance to the nearest real robot point, m; ``NO_ROBOT_DISTANCE_M``
             (10.0) for every point of a batch element with no real robot point.
     """
-    require_shape("robot_points", require_floating("robot_points", robot_points), (None, None, None, 3),
-                  max_leading=0)
-    B, steps, M = robot_points.shape[:3]
-    require_shape("robot_mask", require_dtype("robot_mask", robot_mask, torch.bool), (B, M), max_leading=0)
-    require_shape("scene_points", require_dtype("scene_points", scene_points, robot_points.dtype),
-                  (None, None, 3), max_leading=0)
-    if scene_points.shape[0] not in (1, B):
-        raise ValueError(f"scene_points: expected batch size 1 or {B} (robot_points), got shape "
-                         f"{tuple(scene_points.shape)}")
+    B, steps, M = _check_robot_query(scene_points, robot_points, robot_mask)
     if chunk is None:
         chunk = max(1, DISTANCE_CHUNK_ELEMENTS // max(1, B * steps * M))
     chunk = require_int("chunk", chunk, 1)
@@ -109,15 +117,7 @@ def nearest_robot_motion(scene_points: torch.Tensor, robot_points: torch.Tensor,
         (B, T, N, 3) displacement ``r_t - r_0`` of that robot point at steps 1..T, m; zeros for a batch
         element without real robot points. Not differentiable through the choice of the point.
     """
-    require_shape("robot_points", require_floating("robot_points", robot_points), (None, None, None, 3),
-                  max_leading=0)
-    B, steps, M = robot_points.shape[:3]
-    require_shape("robot_mask", require_dtype("robot_mask", robot_mask, torch.bool), (B, M), max_leading=0)
-    require_shape("scene_points", require_dtype("scene_points", scene_points, robot_points.dtype),
-                  (None, None, 3), max_leading=0)
-    if scene_points.shape[0] not in (1, B):
-        raise ValueError(f"scene_points: expected batch size 1 or {B} (robot_points), got shape "
-                         f"{tuple(scene_points.shape)}")
+    B, steps, M = _check_robot_query(scene_points, robot_points, robot_mask)
     chunk = max(1, DISTANCE_CHUNK_ELEMENTS // max(1, B * M)) if chunk is None else require_int("chunk", chunk, 1)
     start = robot_points[:, 0]  # (B, M, 3)
     scene = scene_points.expand(B, -1, -1)
