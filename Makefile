@@ -5,7 +5,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= sim,capture,viz,test
+EXTRAS ?= sim,capture,viz,test,browser
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.pointworld-installed
 DEMO_OUT ?= demo_output

@@ -85,6 +85,18 @@ def _run_benchmark_planning(cfg: DictConfig) -> int:
     return run_benchmark_planning(cfg)
 
 
+def _run_render(cfg: DictConfig) -> int:
+    from pointworld.cli_render import run_render
+
+    return run_render(cfg)
+
+
+def _run_view(cfg: DictConfig) -> int:
+    from pointworld.cli_view import run_view
+
+    return run_view(cfg)
+
+
 def _run_robot_info(cfg: DictConfig) -> int:
     from pointworld.cli_robot import run_robot_info
 
@@ -112,6 +124,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
                         _run_train, "train"),
     "eval": Subcommand("evaluate a checkpoint and the baselines on a dataset split; table + JSON",
                        _run_eval, "eval"),
+    "render": Subcommand("write PNG figures (cloud + flow arrows, predicted vs ground truth, planning cost, "
+                         "error over horizon) of an eval JSON, plan record, dataset clip or capture",
+                         _run_render, "render", positional="input"),
+    "view": Subcommand("open a scene capture, dataset clip (PATH:INDEX) or plan record in the web 3D viewer",
+                       _run_view, "view", positional="input"),
 }
 
 

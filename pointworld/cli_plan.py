@@ -38,8 +38,10 @@ def run_plan(cfg: DictConfig) -> int:
     from pointworld.capture.cloud import write_ply
     from pointworld.planning.goal_file import load_goal_spec
     from pointworld.planning.observation import ObservationConfig, observe_scene
+    from pointworld.planning.plan_record import plan_record, save_plan_record
     from pointworld.planning.planner import MPCPlanner
     from pointworld.robot.urdf import load_robot
+    from pointworld.viz.figure_files import write_plan_figures
     from pointworld.viz.flow_cloud import write_flow_ply
 
     spec = load_goal_spec(str(cfg.goal))
@@ -62,8 +64,13 @@ def run_plan(cfg: DictConfig) -> int:
         np.savez(f, q=plan.q.cpu().numpy(), gripper_open=plan.gripper_open.cpu().numpy())
     write_ply(out / "observed.ply", obs.cloud)
     write_flow_ply(out / "predicted_flow.ply", obs.scene.points[0], plan.prediction.displacement[0, -1])
+    record = plan_record(obs.scene.points[0], obs.scene.colors[0], plan, goal, robot.name, robot.joint_names,
+                         planner.config.action.dt_s)
+    save_plan_record(out / "plan_record.npz", record)
+    figures = ", ".join(p.name for p in write_plan_figures(record, out))
     print(f"plan for {robot.name}: cost {plan.cost:.4f} ({', '.join(f'{k} {v:.3g}' for k, v in plan.breakdown.items())})"
-          f" in {plan.timings['total_s']:.1f} s; wrote {out}/plan.json, plan.npz, observed.ply, predicted_flow.ply")
+          f" in {plan.timings['total_s']:.1f} s; wrote {out}/plan.json, plan.npz, plan_record.npz, observed.ply, "
+          f"predicted_flow.ply, {figures}")
     return 0
 
 

@@ -55,6 +55,7 @@ def run_eval(cfg: DictConfig) -> int:
     from pointworld.train.distributed import resolve_device
     from pointworld.train.evaluate import evaluate, format_table, write_results
     from pointworld.train.pretrained import PRETRAINED_PATH
+    from pointworld.viz.figure_files import write_eval_figure
 
     path = PRETRAINED_PATH if cfg.checkpoint == "default" else Path(str(cfg.checkpoint))
     model = build_model(load_checkpoint(path))
@@ -72,5 +73,6 @@ def run_eval(cfg: DictConfig) -> int:
     out = Path(cfg.out) if cfg.out else (Path("eval.json") if cfg.checkpoint == "default"
                                          else path.with_name(f"{path.stem}_eval.json"))
     write_results(results, out)
-    print(f"wrote {out}")
+    png = write_eval_figure(out, out.with_name(f"{out.stem}_error_over_horizon.png"))
+    print(f"wrote {out} and {png}")
     return 0

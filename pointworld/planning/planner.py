@@ -34,7 +34,12 @@ from pointworld.planning.costs import CostConfig
 from pointworld.planning.goals import PointGoal
 from pointworld.planning.noise import shift_warm_start
 from pointworld.planning.optimizers import CEMConfig, MPPIConfig, optimize
-from pointworld.planning.rollout import CandidateEvaluator, PhaseClock, RolloutSetup
+from pointworld.planning.rollout import (
+    CandidateEvaluator,
+    PhaseClock,
+    RolloutSetup,
+    TopCandidates,
+)
 from pointworld.robot.model import Robot
 from pointworld.robot.sampling import sample_surface_points
 
@@ -54,6 +59,8 @@ class PlannerConfig:
             it is faster too: 512 candidates in one call ran 2x slower than one at a time (bench_planning).
         static_max_z_m: scene points with z <= this (m, world) count as static obstacles (the table) in
             the penetration cost when ``plan()`` gets no ``static`` mask; None = no such default.
+        keep_candidates: C, how many lowest-cost candidates of the last optimizer iteration the result
+            keeps (their predicted displacement, for viewing); 0 = none.
     """
 
     optimizer: MPPIConfig | CEMConfig = field(default_factory=MPPIConfig)
@@ -64,6 +71,7 @@ class PlannerConfig:
     execute_steps: int = 3
     chunk_size: int | None = 32
     static_max_z_m: float | None = None
+    keep_candidates: int = 4
 
     def __post_init__(self) -> None:
         for name, cls in (("optimizer", (MPPIConfig, CEMConfig)), ("costs", CostConfig),
@@ -72,6 +80,7 @@ class PlannerConfig:
                 raise TypeError(f"PlannerConfig.{name}: expected {cls}, got {type(getattr(self, name)).__name__}")
         require_int("robot_points", self.robot_points, 1)
         require_int("execute_steps", self.execute_steps, 0)
+        require_int("keep_candidates", self.keep_candidates, 0)
         if self.chunk_size is not None:
             require_int("chunk_size", self.chunk_size, 1)
         if self.static_max_z_m is not None and not math.isfinite(self.static_max_z_m):
@@ -96,6 +105,9 @@ class PlanResult:
         timings: ``fk_s``, ``model_s``, ``cost_s``, ``total_s`` (s) and ``evaluations`` (candidates).
         robot_points: (T+1, M, 3) robot surface points along the chosen trajectory, m world (None if the
             joint hook made flows unnecessary).
+        candidates: (C, T, N, 3) predicted displacement of the C = ``keep_candidates`` lowest-cost
+            candidates of the last optimizer iteration, best first, m world (None when none are kept).
+        candidate_costs: (C,) their costs, ascending (None when none are kept).
     """
 
     actions: torch.Tensor
@@ -107,6 +119,8 @@ class PlanResult:
     cost_history: list[float]
     timings: dict[str, float]
     robot_points: torch.Tensor | None = None
+    candidates: torch.Tensor | None = None
+    candidate_costs: torch.Tensor | None = None
 
 
 def _opening(name: str, value: object) -> float:
@@ -237,8 +251,8 @@ class MPCPlanner:
         evaluate = CandidateEvaluator(self._setup(dtype, device), scene, q0.to(dtype=dtype, device=device), g0,
                                       goal, static, clock)
         low, high = self.action_space.bounds(dtype, device)
-        result = optimize(lambda a: evaluate(a).costs, self._initial_mean(g0, dtype, device, warm_start),
-                          self.config.optimizer, low, high)
+        top = TopCandidates(evaluate, self.config.keep_candidates)
+        result = optimize(top, self._initial_mean(g0, dtype, device, warm_start), self.config.optimizer, low, high)
         final = torch.stack([result.mean, result.best])
         ev = evaluate(final)
         k = int(torch.argmin(ev.costs))
@@ -250,7 +264,8 @@ class MPCPlanner:
             prediction=Prediction(pred.displacement[k:k + 1], pred.log_var[k:k + 1]),
             cost=float(ev.costs[k]), breakdown={n: float(v[k]) for n, v in ev.breakdown.items()},
             cost_history=list(result.cost_history), timings=timings,
-            robot_points=None if ev.robot_points is None else ev.robot_points[k])
+            robot_points=None if ev.robot_points is None else ev.robot_points[k],
+            candidates=top.displacement, candidate_costs=top.costs)
 
     # ------------------------------------------------------------------------------------ helpers
     def _setup(self, dtype: torch.dtype, device: torch.device) -> RolloutSetup:

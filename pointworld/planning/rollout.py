@@ -176,3 +176,30 @@ class CandidateEvaluator:
         clock.lap("cost_s")
         clock.evaluations += int(actions.shape[0])
         return Evaluation(costs, breakdown, prediction, traj, robot_points)
+
+
+class TopCandidates:
+    """Wraps a :class:`CandidateEvaluator` as the optimizer's cost function and keeps the ``keep`` lowest-cost
+    candidates of the latest call (the optimizer's last iteration once it returns), best first.
+
+    Only the kept predictions are retained (indexed out of the evaluation that already ran, whatever its
+    chunking); +inf-cost (infeasible) candidates are never kept, so fewer than ``keep`` may remain.
+
+    Attributes:
+        displacement: (C, T, N, 3) predicted displacement of the kept candidates, m world, or None.
+        costs: (C,) their total costs, ascending, or None. ``keep = 0`` keeps nothing (both stay None).
+    """
+
+    def __init__(self, evaluate: CandidateEvaluator, keep: int) -> None:
+        self.evaluate, self.keep = evaluate, keep
+        self.displacement: torch.Tensor | None = None
+        self.costs: torch.Tensor | None = None
+
+    def __call__(self, actions: torch.Tensor) -> torch.Tensor:
+        """Evaluate candidates (K, T, D) -> costs (K,), remembering the best ``keep`` of them."""
+        ev = self.evaluate(actions)
+        if self.keep > 0:
+            finite = int(torch.isfinite(ev.costs).sum())
+            costs, idx = torch.topk(ev.costs, min(self.keep, finite), largest=False, sorted=True)
+            self.displacement, self.costs = ev.prediction.displacement[idx].clone(), costs.clone()
+        return ev.costs
