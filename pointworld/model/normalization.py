@@ -10,6 +10,8 @@ raises ``RuntimeError`` instead of silently passing data through un-normalized.
 
 from __future__ import annotations
 
+import math
+
 from typing import Any
 
 import torch
@@ -159,19 +161,28 @@ class FeatureNormalizer(_FittedStatistics):
 class DisplacementScale(_FittedStatistics):
     """Per-step scale of ground-truth displacements: the RMS of one displacement component.
 
-    ``scale[t] = max(sqrt(sum ||d_t||^2 / (3 n_t)), SCALE_FLOOR_M)`` over the ``n_t`` valid points of
-    step t of all accumulated batches (d_t: displacement from t = 0, m).
+    ``scale[t] = max(sqrt(sum ||d_t||^2 / (3 n_t)), SCALE_FLOOR_M)`` over the ``n_t`` accumulated entries
+    of step t (d_t: displacement from t = 0, m). With ``moving_threshold_m = 0`` every valid entry is
+    accumulated; with ``moving_threshold_m > 0`` only the valid entries that moved farther than it
+    (``||d_t|| > moving_threshold_m``), so the scale is that of the motion the model must predict rather
+    than one shrunk toward 0 by the static majority of the scene (a step without such an entry gets
+    ``SCALE_FLOOR_M``).
 
     Args:
         horizon: T, the number of future steps, int >= 1.
+        moving_threshold_m: displacement an entry must exceed to be accumulated, m (>= 0; 0 = all).
 
     Buffers (persisted): ``scale`` (T,) m (float64, set by :meth:`finalize`); float64 ``sum_sq`` (T,) m^2 and
     int64 ``count`` (T,) accumulators; ``fitted_flag``.
     """
 
-    def __init__(self, horizon: int) -> None:
+    def __init__(self, horizon: int, moving_threshold_m: float = 0.0) -> None:
         super().__init__()
         self.horizon = require_int("horizon", horizon, 1)
+        t = moving_threshold_m
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 <= t < math.inf:
+            raise ValueError(f"moving_threshold_m: expected a finite number >= 0 m, got {t!r}")
+        self.moving_threshold_m = float(t)
         self.register_buffer("scale", torch.ones(self.horizon, dtype=torch.float64))
         self.register_buffer("sum_sq", torch.zeros(self.horizon, dtype=torch.float64))
         self.register_buffer("count", torch.zeros(self.horizon, dtype=torch.int64))
@@ -194,6 +205,9 @@ class DisplacementScale(_FittedStatistics):
         d = displacement.to(self.sum_sq.device, torch.float64)
         keep = valid.to(d.device)
         _check_finite_where("displacement", d, keep)
+        if self.moving_threshold_m > 0:
+            keep = keep & (torch.linalg.vector_norm(torch.where(keep[..., None], d, 0.0), dim=-1)
+                           > self.moving_threshold_m)
         self.sum_sq += torch.where(keep[..., None], d * d, 0.0).sum((0, 2, 3))
         self.count += keep.sum((0, 2))
 
@@ -202,13 +216,14 @@ class DisplacementScale(_FittedStatistics):
         """Set ``scale`` from everything accumulated so far.
 
         Raises:
-            RuntimeError: some step has no valid entry (its scale would be undefined).
+            RuntimeError: with ``moving_threshold_m = 0``, some step has no valid entry (its scale would
+                be undefined).
         """
         empty = (self.count == 0).nonzero().flatten().tolist()
-        if empty:
+        if empty and self.moving_threshold_m == 0:
             raise RuntimeError(f"DisplacementScale: no valid displacement accumulated for steps {empty} "
                                f"(0-based, of T = {self.horizon}); call update() with data covering them")
-        rms = (self.sum_sq / (3.0 * self.count.to(torch.float64))).sqrt()
+        rms = (self.sum_sq / (3.0 * self.count.clamp_min(1).to(torch.float64))).sqrt()
         self.scale.copy_(rms.clamp_min(SCALE_FLOOR_M).to(self.scale.dtype))
         self._mark_fitted()
 

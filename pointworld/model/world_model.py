@@ -86,7 +86,7 @@ class WorldModel(nn.Module):
         T, C = config.horizon, config.token_channels
         self.scene_norm = FeatureNormalizer(SCENE_POINT_CHANNELS + config.image_feature_channels)
         self.robot_norm = FeatureNormalizer(ROBOT_POINT_CHANNELS)
-        self.displacement_scale = DisplacementScale(T)
+        self.displacement_scale = DisplacementScale(T, config.scale_moving_threshold_m)
         self.encoder = PointTransformerV3(config.encoder)
         step_channels = 2 * (T + 1) + (3 * T if config.robot_motion_features else 0)
         self.scene_token = _mlp(self.encoder.out_channels + step_channels, C, C)

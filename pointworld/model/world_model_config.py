@@ -48,6 +48,9 @@ class WorldModelConfig:
         head_hidden: hidden width of the displacement and log-variance heads.
         robot_motion_features: also give every scene token, per step, the displacement since t = 0 of the
             robot point nearest to it at t = 0 (a "rigid follow" prior the network refines; 3 T channels).
+        scale_moving_threshold_m: the per-step displacement scale the head predicts in is fitted on the
+            ground-truth displacements longer than this, m (0 = on every point; the static majority then
+            shrinks the scale and moving targets become tens of units, which trains far slower).
     """
 
     encoder: BackboneConfig = field(default_factory=lambda: BackboneConfig(in_channels=1))
@@ -60,6 +63,7 @@ class WorldModelConfig:
     max_distance_m: float = 1.0
     head_hidden: int = 128
     robot_motion_features: bool = False
+    scale_moving_threshold_m: float = 0.0
 
     def __post_init__(self) -> None:
         require_int("horizon", self.horizon, 1)
@@ -80,6 +84,9 @@ class WorldModelConfig:
         p = self.robot_type_dropout
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
             raise ValueError(f"robot_type_dropout: expected a probability in [0, 1), got {p!r}")
+        t = self.scale_moving_threshold_m
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 <= t < math.inf:
+            raise ValueError(f"scale_moving_threshold_m: expected a finite number >= 0 m, got {t!r}")
         d = self.max_distance_m
         if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0.0 < d < math.inf:
             raise ValueError(f"max_distance_m: expected a finite number > 0 m, got {d!r}")

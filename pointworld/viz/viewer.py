@@ -13,7 +13,7 @@ and visibility toggles. :meth:`set_step`, :meth:`set_flow` and :meth:`set_color_
 from __future__ import annotations
 
 import threading
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 import torch
@@ -138,7 +138,7 @@ class Viewer:
         self._player.join(timeout=2.0)
         self.server.stop()
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> Viewer:
         return self
 
     def __exit__(self, *exc: object) -> None:

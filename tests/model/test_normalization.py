@@ -200,3 +200,41 @@ def test_displacement_scale_floor_and_errors() -> None:
         scale.denormalize(torch.zeros(1, 3, 5, 3))
     with pytest.raises(ValueError, match="horizon"):
         DisplacementScale(0)
+
+
+def test_displacement_scale_with_a_moving_threshold_uses_only_the_moving_entries() -> None:
+    T, threshold = 3, 0.005
+    batches = _displacements(4, T)
+    for d, valid in batches:  # most points static (sub-mm jitter), a few moving by centimetres
+        d[:, :, 3:] *= 1e-3
+    scale = DisplacementScale(T, moving_threshold_m=threshold)
+    everything = DisplacementScale(T)
+    for d, valid in batches:
+        scale.update(d, valid)
+        everything.update(d, valid)
+    scale.finalize()
+    everything.finalize()
+    for t in range(T):  # naive loop over the entries
+        comps = []
+        for d, valid in batches:
+            for b in range(d.shape[0]):
+                for n in range(d.shape[2]):
+                    if valid[b, t, n] and float(d[b, t, n].norm()) > threshold:
+                        comps.extend(d[b, t, n].tolist())
+        expected = max(float(torch.tensor(comps, dtype=DT).square().mean().sqrt()), SCALE_FLOOR_M) \
+            if comps else SCALE_FLOOR_M
+        assert float(scale.scale[t]) == pytest.approx(expected, rel=1e-12)
+    # step 0 (1 mm motions) has no entry above 5 mm: the floor; later steps are no longer shrunk by the
+    # static majority
+    assert float(scale.scale[0]) == SCALE_FLOOR_M
+    assert bool((scale.scale[1:] > 2 * everything.scale[1:]).all())
+
+
+def test_displacement_scale_with_a_threshold_and_no_motion_falls_back_to_the_floor() -> None:
+    scale = DisplacementScale(2, moving_threshold_m=0.01)
+    scale.update(torch.full((1, 2, 4, 3), 1e-3, dtype=DT), torch.ones(1, 2, 4, dtype=torch.bool))
+    scale.finalize()
+    assert scale.scale.tolist() == pytest.approx([SCALE_FLOOR_M, SCALE_FLOOR_M])
+    for bad in (-0.1, float("inf"), float("nan"), True, "1"):
+        with pytest.raises(ValueError, match="moving_threshold_m"):
+            DisplacementScale(2, moving_threshold_m=bad)

@@ -173,3 +173,14 @@ def test_robot_motion_features_change_the_token_width_and_keep_invariances():
     moved = model.predict(dataclasses.replace(scene, points=scene.points + shift),
                           ActionInput(flow, action.mask, action.robot_type))
     torch.testing.assert_close(moved.displacement, model.predict(scene, action).displacement, rtol=1e-7, atol=1e-10)
+
+
+def test_scale_moving_threshold_reaches_the_displacement_scale_and_is_validated():
+    model = WorldModel(micro_config(scale_moving_threshold_m=0.005))
+    assert model.displacement_scale.moving_threshold_m == 0.005
+    assert WorldModel(micro_config()).displacement_scale.moving_threshold_m == 0.0  # old checkpoints: all points
+    restored = WorldModelConfig.from_dict(micro_config(scale_moving_threshold_m=0.01).to_dict())
+    assert restored.scale_moving_threshold_m == 0.01
+    for bad in (-1.0, float("inf"), True):
+        with pytest.raises(ValueError, match="scale_moving_threshold_m"):
+            micro_config(scale_moving_threshold_m=bad)
