@@ -74,6 +74,24 @@ def run_plan(cfg: DictConfig) -> int:
     return 0
 
 
+def _previous_rows(out: Path, raw: dict) -> list:
+    """Rows of an earlier run written to ``out`` with the same settings (``resume=true``); [] if none."""
+    if not out.is_file():
+        return []
+    try:
+        data = json.loads(out.read_text())
+        old = {k: v for k, v in data["config"].items() if k not in ("resume", "tasks", "robots", "models")}
+        rows = list(data["rows"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"resume: {out} is not a benchmark-planning result ({exc})") from exc
+    new = {k: v for k, v in raw.items() if k not in ("resume", "tasks", "robots", "models")}
+    if old != new:
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        raise ValueError(f"resume: {out} was written with other settings ({', '.join(changed)}); "
+                         f"use another out= or resume=false")
+    return rows
+
+
 def run_benchmark_planning(cfg: DictConfig) -> int:
     """``pointworld benchmark-planning``: the closed-loop task suite; table printed, rows written as JSON."""
     from pointworld.planning.benchmark import BenchmarkConfig, format_rows, run_benchmark
@@ -86,9 +104,14 @@ def run_benchmark_planning(cfg: DictConfig) -> int:
                              horizon=raw["horizon"], planner=instantiate(cfg.planner),
                              task=TaskConfig(cameras=CameraRigConfig(**raw["cameras"])))
     model = _model(str(cfg.checkpoint), str(cfg.device)) if "learned" in config.models else None
-    rows = run_benchmark(config, model, progress=True)
+    out = Path(str(cfg.out))
+    done = _previous_rows(out, raw) if bool(cfg.resume) else []
+
+    def save(rows: list) -> None:
+        with atomic_open(out, "w") as f:
+            json.dump({"config": raw, "rows": rows}, f, indent=1, default=str)
+
+    rows = run_benchmark(config, model, progress=True, done=done, on_row=save)
     print(format_rows(rows))
-    with atomic_open(Path(str(cfg.out)), "w") as f:
-        json.dump({"config": raw, "rows": rows}, f, indent=1, default=str)
     print(f"wrote {cfg.out}")
     return 0

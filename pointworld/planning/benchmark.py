@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,7 +56,8 @@ class BenchmarkConfig:
         max_replans: plans per episode before giving up.
         horizon: T of every plan when no learned model sets it (the learned model's own T otherwise).
         planner: the planner (optimizer, costs, action space, execute_steps).
-        observation: fusion of the simulated camera views into the planner's scene.
+        observation: fusion of the simulated camera views into the planner's scene; None = default
+            settings with the crop box over each scene's table (:func:`table_observation`).
         task: task settings (tolerances, goal ranges, cameras); ``kind`` is set per cell.
     """
 
@@ -68,7 +69,7 @@ class BenchmarkConfig:
     max_replans: int = 20
     horizon: int = 10
     planner: PlannerConfig = field(default_factory=PlannerConfig)
-    observation: ObservationConfig = field(default_factory=ObservationConfig)
+    observation: ObservationConfig | None = None
     task: TaskConfig = field(default_factory=TaskConfig)
 
     def __post_init__(self) -> None:
@@ -125,15 +126,30 @@ def summarize(task: str, robot: str, model_name: str, results: list[EpisodeResul
             "messages": sorted({r.message for r in results})}
 
 
-def run_benchmark(config: BenchmarkConfig, world_model: WorldModel | None, progress: bool = True
-                  ) -> list[dict[str, Any]]:
-    """Every (task, robot, model) cell of ``config``; returns the rows of :func:`summarize`."""
+def run_benchmark(config: BenchmarkConfig, world_model: WorldModel | None, progress: bool = True,
+                  done: Sequence[dict[str, Any]] = (),
+                  on_row: Callable[[list[dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
+    """Every (task, robot, model) cell of ``config``; returns the rows of :func:`summarize`.
+
+    Args:
+        done: rows of an earlier, interrupted run of the same config: their cells are kept, not re-run.
+        on_row: called with all rows so far after every finished cell (e.g. to save them), so an
+            interruption loses at most the cell in progress.
+    """
     cells = [(t, r, m) for t in config.tasks for r in config.robots for m in config.models]
+    previous = {(row["task"], row["robot"], row["model"]): row for row in done}
     rows = []
     with tqdm(total=len(cells) * config.episodes, desc="episodes", disable=not progress) as bar:
         for task, robot, model_name in cells:
-            bar.set_postfix_str(f"{task}/{robot}/{model_name}")
-            rows.append(run_cell(config, task, robot, model_name, world_model, lambda _: bar.update(1)))
+            row = previous.get((task, robot, model_name))
+            if row is not None and row.get("episodes") == config.episodes:
+                bar.update(config.episodes)
+            else:
+                bar.set_postfix_str(f"{task}/{robot}/{model_name}")
+                row = run_cell(config, task, robot, model_name, world_model, lambda _: bar.update(1))
+            rows.append(row)
+            if on_row is not None:
+                on_row(rows)
     return rows
 
 

@@ -10,6 +10,7 @@ simulator, and only they import it (MuJoCo is the ``sim`` extra); the rest runs 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -178,11 +179,22 @@ def _observe(env: TaskEnv, config: ObservationConfig, planner: MPCPlanner) -> Ob
     return obs
 
 
+def table_observation(env: TaskEnv, base: ObservationConfig | None = None) -> ObservationConfig:
+    """``base`` (default settings if None) with its fusion workspace set to ``env.workspace_box()``: the
+    crop follows the scene's table wherever the robot's table placement puts it."""
+    base = ObservationConfig() if base is None else base
+    low, high = env.workspace_box()
+    fusion = dataclasses.replace(base.fusion, workspace_min_m=low, workspace_max_m=high)
+    return dataclasses.replace(base, fusion=fusion)
+
+
 def run_episode(env: TaskEnv, planner: MPCPlanner, seed: int, max_replans: int = 10,
                 observation: ObservationConfig | None = None,
                 on_step: Callable[[int, Observation, PlanResult, TaskOutcome], None] | None = None
                 ) -> EpisodeResult:
     """Reset ``env`` to the task of ``seed`` and run MPC until success or ``max_replans`` plans.
+
+    ``observation`` None observes with :func:`table_observation` (the crop box over the scene's table).
 
     No scripted motion: the robot starts at its home pose and the planner's reach cost
     (:func:`~pointworld.planning.cost_terms.reach_cost`) brings it to the object. Each round: plan on the current
@@ -199,8 +211,8 @@ def run_episode(env: TaskEnv, planner: MPCPlanner, seed: int, max_replans: int =
     steps = planner.config.execute_steps
     if steps < 1:
         raise ValueError(f"planner.config.execute_steps: expected >= 1 for a closed loop, got {steps}")
-    config = ObservationConfig() if observation is None else observation
     task = env.reset(seed)
+    config = table_observation(env) if observation is None else observation
     planner.reset()
     robot = SimRobot(env)
     obs = _observe(env, config, planner)

@@ -153,6 +153,22 @@ class TaskEnv:
             raise RuntimeError("TaskEnv: call reset() before using the environment")
         return self._task
 
+    def workspace_box(self, margin_m: float = 0.05, height_m: float = 0.6
+                      ) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+        """World-frame box over this scene's table: its xy extent grown by ``margin_m`` on every side,
+        from ``margin_m`` below the table top to ``height_m`` above it (the planner's crop), m.
+
+        Returns:
+            (min corner, max corner), each (x, y, z) m, world frame.
+        """
+        require_positive("margin_m", margin_m)
+        require_positive("height_m", height_m)
+        config = self._sim.config
+        x, y, _ = config.table_placement(self._sim.robot.name)
+        top = self._sim.scene.table_top_z
+        hx, hy = config.table_size_m[0] / 2 + margin_m, config.table_size_m[1] / 2 + margin_m
+        return (x - hx, y - hy, top - margin_m), (x + hx, y + hy, top + height_m)
+
     @property
     def task(self) -> Task:
         """The goal drawn by the last :meth:`reset`."""

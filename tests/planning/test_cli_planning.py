@@ -77,3 +77,29 @@ def test_benchmark_planning_smoke(tmp_path, capsys):
     rows = json.loads(out.read_text())["rows"]
     assert [(r["model"], r["episodes"]) for r in rows] == [("oracle", 1), ("zero_motion", 1)]
     assert "success" in capsys.readouterr().out
+
+
+def test_benchmark_planning_keeps_finished_cells_and_resumes(tmp_path, monkeypatch):
+    """Rows are saved after every cell; resume=true re-runs only the missing cells; other settings refuse."""
+    import pointworld.planning.benchmark as benchmark
+
+    out = tmp_path / "bench.json"
+    args = ["benchmark-planning", "models=[oracle,zero_motion]", "robots=[ur5e_gripper]", "episodes=1",
+            "max_replans=1", "cameras.width=160", "cameras.height=120", f"out={out}", *FAST]
+    real_run_cell, calls = benchmark.run_cell, []
+
+    def interrupted(config, task, robot, model_name, *rest):
+        calls.append(model_name)
+        if model_name == "zero_motion":
+            raise KeyboardInterrupt
+        return real_run_cell(config, task, robot, model_name, *rest)
+
+    monkeypatch.setattr(benchmark, "run_cell", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main(args)
+    assert [r["model"] for r in json.loads(out.read_text())["rows"]] == ["oracle"]  # the finished cell survived
+    monkeypatch.setattr(benchmark, "run_cell", lambda *a: (calls.append(a[3]), real_run_cell(*a))[1])
+    assert main([*args, "resume=true"]) == 0
+    assert calls == ["oracle", "zero_motion", "zero_motion"]  # oracle was not run again
+    assert [r["model"] for r in json.loads(out.read_text())["rows"]] == ["oracle", "zero_motion"]
+    assert main([*args[:4], "episodes=2", *args[5:], "resume=true"]) != 0  # other settings: refused

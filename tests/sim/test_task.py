@@ -299,3 +299,25 @@ def test_yaml_mirrors_the_dataclass(kind: str) -> None:
     cfg = TaskConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
     views = 3 if kind == "drawer" else 2  # the drawer front faces away from the front views
     assert cfg == TaskConfig(kind=kind, cameras=CameraRigConfig(n_views=views))
+
+
+@pytest.mark.parametrize("robot", ["franka_panda", "ur5e_gripper"])
+def test_workspace_box_covers_the_table_and_the_objects_on_it(robot: str) -> None:
+    """The UR5e's table lies at -x: a fixed crop box in front of the Franka would see nothing there."""
+    env = push_env(robot=robot)
+    env.reset(3)
+    (lx, ly, lz), (hx, hy, hz) = env.workspace_box(margin_m=0.05, height_m=0.6)
+    cx, cy, _ = env.sim.config.table_placement(robot)
+    sx, sy = env.sim.config.table_size_m
+    top = env.sim.scene.table_top_z
+    assert (lx, hx) == pytest.approx((cx - sx / 2 - 0.05, cx + sx / 2 + 0.05))
+    assert (ly, hy) == pytest.approx((cy - sy / 2 - 0.05, cy + sy / 2 + 0.05))
+    assert (lz, hz) == pytest.approx((top - 0.05, top + 0.6))
+    pts, body = segmented_points(env)
+    table = (np.abs(pts[:, 0] - cx) < sx / 2 - 0.01) & (np.abs(pts[:, 1] - cy) < sy / 2 - 0.01) \
+        & (np.abs(pts[:, 2] - top) < 0.01)
+    assert table.sum() > 100  # the cameras see the table top
+    inside = (pts >= [lx, ly, lz]).all(1) & (pts <= [hx, hy, hz]).all(1)
+    assert inside[table].all()
+    with pytest.raises(ValueError, match="margin_m"):
+        env.workspace_box(margin_m=0.0)
