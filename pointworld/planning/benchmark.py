@@ -123,7 +123,9 @@ def summarize(task: str, robot: str, model_name: str, results: list[EpisodeResul
             "final_error_m_mean": statistics.fmean(errors), "final_error_m_median": statistics.median(errors),
             "plan_time_s_mean": statistics.fmean(times) if times else float("nan"),
             "replans_mean": statistics.fmean(r.replans for r in results),
-            "messages": sorted({r.message for r in results})}
+            "messages": sorted({r.message for r in results}),
+            "episode_success": [bool(r.success) for r in results],
+            "episode_final_error_m": errors}
 
 
 def run_benchmark(config: BenchmarkConfig, world_model: WorldModel | None, progress: bool = True,

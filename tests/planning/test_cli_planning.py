@@ -76,6 +76,10 @@ def test_benchmark_planning_smoke(tmp_path, capsys):
     assert rc == 0
     rows = json.loads(out.read_text())["rows"]
     assert [(r["model"], r["episodes"]) for r in rows] == [("oracle", 1), ("zero_motion", 1)]
+    for r in rows:  # per-episode results, so cells of different lengths compare on common seeds
+        assert len(r["episode_success"]) == len(r["episode_final_error_m"]) == 1
+        assert r["success_rate"] == sum(r["episode_success"])
+        assert r["final_error_m_mean"] == r["episode_final_error_m"][0]
     assert "success" in capsys.readouterr().out
 
 
