@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.ticker import MaxNLocator
 
 from pointworld.viz.figure_canvas import figure_rgb, new_figure
 
@@ -170,6 +171,7 @@ def plot_cost_history(cost_history: object, width_px: int = 800, height_px: int 
         raise ValueError(f"cost_history: expected finite costs, got {int((~np.isfinite(y)).sum())} NaN/inf "
                          f"of {y.shape[0]}")
     fig, ax = _line_axes(width_px, height_px, "optimizer iteration", "best cost", title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # iterations are whole numbers
     x = np.arange(1, y.shape[0] + 1)
     ax.plot(x, y, "-o", markersize=3, color="tab:blue")
     ax.annotate(f"{y[-1]:.4g}", (x[-1], y[-1]), textcoords="offset points", xytext=(-10, 8), fontsize=8)
