@@ -8,11 +8,7 @@ import pytest
 import torch
 
 from pointworld.cli import main
-from pointworld.model.backbone import BackboneConfig
-from pointworld.model.synthetic import synthetic_push_batch
-from pointworld.model.world_model import WorldModel
-from pointworld.model.world_model_config import WorldModelConfig
-from pointworld.train.checkpoint import save_checkpoint
+from tests.micro import micro_checkpoint
 
 FAST = ["planner.optimizer.num_samples=4", "planner.optimizer.iterations=1", "device=cpu"]
 GOAL = "pointworld/assets/goals/push_red_box.json"
@@ -21,14 +17,7 @@ GOAL = "pointworld/assets/goals/push_red_box.json"
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A micro world model (T = 10) with fitted normalization, saved as a checkpoint."""
-    bb = BackboneConfig(in_channels=1, enc_depths=(1, 1), enc_channels=(16, 32), enc_heads=(2, 2),
-                        enc_patch_size=(64, 64), dec_depths=(1,), dec_channels=(16,), dec_heads=(2,),
-                        dec_patch_size=(64,))
-    torch.manual_seed(0)
-    model = WorldModel(WorldModelConfig(encoder=bb, mixer=bb, horizon=10, token_channels=16, head_hidden=32))
-    model.update_normalization(*synthetic_push_batch(2, 64, 8, 10, seed=0))
-    model.finalize_normalization()
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "micro.pt", model=model.eval(), step=1)
+    return micro_checkpoint(tmp_path_factory.mktemp("ckpt") / "micro.pt", horizon=10)
 
 
 def test_demo_runs_end_to_end_and_writes_its_outputs(checkpoint, tmp_path, capsys):

@@ -15,6 +15,7 @@ from pointworld.planning.optimizers import MPPIConfig
 from pointworld.planning.planner import MPCPlanner, PlannerConfig, PlanResult
 from pointworld.robot.assets import shipped_urdf_path
 from pointworld.robot.urdf import load_robot
+from tests.micro import micro_world_model
 
 Q0 = (0.5, 0.0, 0.3, 0.0, 0.0, 0.0, 0.04)  # flying gripper: x y z roll pitch yaw finger; hand bottom at z 0.3
 
@@ -238,29 +239,9 @@ def test_scene_is_encoded_once_per_plan(robot):
     assert predictor.encodings == 2
 
 
-def _micro_world_model(horizon: int):
-    from pointworld.model.backbone import BackboneConfig
-    from pointworld.model.synthetic import synthetic_push_batch
-    from pointworld.model.world_model import WorldModel
-    from pointworld.model.world_model_config import WorldModelConfig
-
-    def backbone() -> BackboneConfig:
-        return BackboneConfig(in_channels=1, enc_depths=(1, 1), enc_channels=(16, 32), enc_heads=(2, 2),
-                              enc_patch_size=(64, 64), dec_depths=(1,), dec_channels=(16,), dec_heads=(2,),
-                              dec_patch_size=(64,))
-
-    config = WorldModelConfig(encoder=backbone(), mixer=backbone(), horizon=horizon, token_channels=16,
-                              head_hidden=32, robot_types=("franka_panda", "flying_gripper"))
-    torch.manual_seed(0)
-    model = WorldModel(config)
-    model.update_normalization(*synthetic_push_batch(4, 96, 12, horizon, seed=123))
-    model.finalize_normalization()
-    return model.eval()
-
-
 def test_world_model_predictor(robot):
     torch.set_num_threads(1)
-    model = _micro_world_model(horizon=3)
+    model = micro_world_model(horizon=3)
     scene, cluster, table = make_scene(torch.float32)
     goal = translation_goal(scene.points[0], cluster, (0.05, 0.0, 0.0), keep_still=table)
     with pytest.raises(ValueError, match="horizon"):

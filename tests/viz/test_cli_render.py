@@ -13,6 +13,8 @@ from PIL import Image
 
 from pointworld.cli_render import detect_kind, run_render
 from pointworld.planning.plan_record import PlanRecord, save_plan_record
+from tests.micro import micro_checkpoint as micro_checkpoint_at
+from tests.micro import tiny_dataset as tiny_dataset_in
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 CAPTURE = Path(__file__).resolve().parents[2] / "pointworld" / "assets" / "demo_capture"
@@ -80,33 +82,12 @@ def test_capture_directory_gives_the_fused_cloud(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory) -> Path:
-    from pointworld.data.generate import generate_dataset
-    from pointworld.data.generate_config import GenerateConfig
-
-    out = tmp_path_factory.mktemp("data") / "tiny"
-    generate_dataset(GenerateConfig(robot="franka_panda", episodes=1, clips_per_episode=2, horizon=4, n_views=2,
-                                    width=96, height=72, max_points=512, workers=1, out=str(out),
-                                    scene={"include_drawer": False, "n_objects": [1, 1]}, val_fraction=0.0,
-                                    test_fraction=0.0), progress=False)
-    return out
+    return tiny_dataset_in(tmp_path_factory.mktemp("data") / "tiny", episodes=1, horizon=4)
 
 
 @pytest.fixture(scope="module")
 def micro_checkpoint(tmp_path_factory) -> Path:
-    from pointworld.model.backbone import BackboneConfig
-    from pointworld.model.synthetic import synthetic_push_batch
-    from pointworld.model.world_model import WorldModel
-    from pointworld.model.world_model_config import WorldModelConfig
-    from pointworld.train.checkpoint import save_checkpoint
-
-    bb = BackboneConfig(in_channels=1, enc_depths=(1, 1), enc_channels=(16, 32), enc_heads=(2, 2),
-                        enc_patch_size=(64, 64), dec_depths=(1,), dec_channels=(16,), dec_heads=(2,),
-                        dec_patch_size=(64,))
-    torch.manual_seed(0)
-    model = WorldModel(WorldModelConfig(encoder=bb, mixer=bb, horizon=4, token_channels=16, head_hidden=32))
-    model.update_normalization(*synthetic_push_batch(2, 64, 8, 4, seed=0))
-    model.finalize_normalization()
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "micro.pt", model=model.eval(), step=1)
+    return micro_checkpoint_at(tmp_path_factory.mktemp("ckpt") / "micro.pt", horizon=4)
 
 
 def test_dataset_clip_gives_predicted_vs_ground_truth(tiny_dataset, micro_checkpoint, tmp_path, capsys):

@@ -26,6 +26,8 @@ from pointworld.viz.view_frames import (
     uncertainty_colors,
 )
 from pointworld.viz.viewer import Viewer
+from tests.micro import micro_world_model
+from tests.micro import tiny_dataset as tiny_dataset_in
 from tests.planning.test_plan_record import random_record
 
 viser = pytest.importorskip("viser")
@@ -165,26 +167,12 @@ def test_close_is_idempotent_and_frees_the_port(tmp_path):
 # ------------------------------------------------------------------------------------------- dataset clip
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory) -> Path:
-    from pointworld.data.generate import generate_dataset
-    from pointworld.data.generate_config import GenerateConfig
-
-    out = tmp_path_factory.mktemp("viewer_data") / "ds"
-    generate_dataset(GenerateConfig(robot="franka_panda", episodes=2, clips_per_episode=2, horizon=3, n_views=2,
-                                    width=96, height=72, max_points=512, workers=1, out=str(out),
-                                    scene={"include_drawer": False, "n_objects": [1, 2]}, val_fraction=0.0,
-                                    test_fraction=0.0), progress=False)
-    return out
-
-
-def micro_model(horizon: int):
-    from tests.planning.test_planner import _micro_world_model
-
-    return _micro_world_model(horizon).eval()
+    return tiny_dataset_in(tmp_path_factory.mktemp("viewer_data") / "ds", episodes=2, horizon=3, max_objects=2)
 
 
 def test_clip_with_model_prediction_and_ground_truth(tiny_dataset):
     torch.set_num_threads(1)
-    data = view_data_from_clip(f"{tiny_dataset}:3", model=micro_model(3))
+    data = view_data_from_clip(f"{tiny_dataset}:3", model=micro_world_model(3))
     episodes = sorted(tiny_dataset.glob("*.h5"))
     same = load_view_data(f"{episodes[1]}:1")  # the same clip named by its episode file, no model
     torch.testing.assert_close(same.points, data.points, rtol=0, atol=0)
@@ -201,7 +189,7 @@ def test_clip_with_model_prediction_and_ground_truth(tiny_dataset):
         viewer.set_color_mode("motion")
         viewer.set_color_mode("uncertainty")
     with pytest.raises(ValueError, match="model: predicts T = 2 steps"):
-        view_data_from_clip(f"{tiny_dataset}:0", model=micro_model(2))
+        view_data_from_clip(f"{tiny_dataset}:0", model=micro_world_model(2))
     with pytest.raises(IndexError, match="clips 0..1, got index 5"):
         view_data_from_clip(f"{episodes[0]}:5")
     with pytest.raises(ValueError, match="add ':INDEX'"):
