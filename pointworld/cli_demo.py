@@ -10,34 +10,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 
-def _load_model(checkpoint: str, device: str) -> Any:
-    from pointworld.train.pretrained import load_pretrained
-
-    return load_pretrained(None if checkpoint == "default" else checkpoint, device=device)
-
-
-class _GoalKeeper:
-    """Delegates to a planner and keeps the goal of its first plan (``run_episode`` builds goals inside)."""
-
-    def __init__(self, planner: Any) -> None:
-        self._planner, self.first_goal = planner, None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._planner, name)
-
-    def plan(self, scene: Any, q0: Any, gripper_open: Any, goal: Any, *args: Any, **kwargs: Any) -> Any:
-        if self.first_goal is None:
-            self.first_goal = goal
-        return self._planner.plan(scene, q0, gripper_open, goal, *args, **kwargs)
-
-
-def _write_first_plan(out: Path, first: dict, goal: Any, robot: Any, dt_s: float) -> list[Path]:
+def _write_first_plan(out: Path, first: dict, robot: Any, dt_s: float) -> list[Path]:
     """The first plan as a plan record (``plan.npz``) and its figures (``plan_*.png``)."""
     from pointworld.planning.plan_record import plan_record, save_plan_record
     from pointworld.viz.figure_files import write_plan_figures
 
     scene = first["obs"].scene
-    record = plan_record(scene.points[0], scene.colors[0], first["plan"], goal, robot.name, robot.joint_names, dt_s)
+    record = plan_record(scene.points[0], scene.colors[0], first["plan"], first["goal"], robot.name,
+                         robot.joint_names, dt_s)
     return [save_plan_record(out / "plan.npz", record), *write_plan_figures(record, out)]
 
 
@@ -70,17 +50,19 @@ def run_demo(cfg: DictConfig) -> int:
     from pointworld.sim.cameras import CameraRigConfig
     from pointworld.sim.config import SceneConfig
     from pointworld.sim.task import TaskConfig, TaskEnv
+    from pointworld.train.pretrained import load_pretrained
 
-    model = _load_model(str(cfg.checkpoint), str(cfg.device))
+    model = load_pretrained(str(cfg.checkpoint), device=str(cfg.device))
     task = TaskConfig(kind=str(cfg.task), cameras=CameraRigConfig(**cfg.cameras))
     env = TaskEnv(SceneConfig(robot=str(cfg.robot), **TASK_SCENES[str(cfg.task)]), task)
-    planner = _GoalKeeper(MPCPlanner(env.robot, model, instantiate(cfg.planner), horizon=model.config.horizon))
+    planner = MPCPlanner(env.robot, model, instantiate(cfg.planner), horizon=model.config.horizon)
     env.reset(int(cfg.seed))
     start = env.observe()
     first: dict = {}
 
-    def record(replan: int, obs: Any, plan: Any, outcome: Any) -> None:
+    def record(replan: int, obs: Any, goal: Any, plan: Any, outcome: Any) -> None:
         first.setdefault("obs", obs)
+        first.setdefault("goal", goal)
         first.setdefault("plan", plan)
         print(f"plan {replan + 1}: cost {plan.cost:.4f}, {plan.timings['total_s']:.1f} s; "
               f"error {100 * outcome.position_error_m:.1f} cm{' (success)' if outcome.success else ''}",
@@ -91,7 +73,7 @@ def run_demo(cfg: DictConfig) -> int:
     out = Path(str(cfg.output_dir))
     summary = _write_outputs(out, start, end, first, result)
     write_ply(out / "observed_end.ply", observe_scene(end).cloud)
-    plan_files = _write_first_plan(out, first, planner.first_goal, env.robot, planner.config.action.dt_s)
+    plan_files = _write_first_plan(out, first, env.robot, planner.config.action.dt_s)
     print(f"{cfg.task} with {cfg.robot}: {'success' if result.success else 'failure'} ({result.message}); "
           f"final error {100 * result.final_error_m:.1f} cm after {result.replans} plan(s), "
           f"{summary['plan_time_s_mean']:.1f} s per plan")

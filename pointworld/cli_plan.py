@@ -13,12 +13,6 @@ from omegaconf import DictConfig, OmegaConf
 from pointworld.atomic import atomic_open
 
 
-def _model(checkpoint: str, device: str) -> Any:
-    from pointworld.train.pretrained import load_pretrained
-
-    return load_pretrained(None if checkpoint == "default" else checkpoint, device=device)
-
-
 def _start_joints(robot: Any, q0: Any) -> Any:
     """q0 from the config, or the shipped robot's home pose."""
     import torch
@@ -42,11 +36,12 @@ def run_plan(cfg: DictConfig) -> int:
     from pointworld.planning.planner import MPCPlanner
     from pointworld.robot.urdf import load_robot
     from pointworld.viz.figure_files import write_plan_figures
+    from pointworld.train.pretrained import load_pretrained
     from pointworld.viz.flow_cloud import write_flow_ply
 
     spec = load_goal_spec(str(cfg.goal))
     robot = load_robot(str(cfg.robot))
-    model = _model(str(cfg.checkpoint), str(cfg.device))
+    model = load_pretrained(str(cfg.checkpoint), device=str(cfg.device))
     with instantiate(cfg.source) as rig:
         capture = rig.read()
     obs = observe_scene(capture, ObservationConfig(fusion=instantiate(cfg.fusion), max_points=int(cfg.max_points)))
@@ -97,13 +92,14 @@ def run_benchmark_planning(cfg: DictConfig) -> int:
     from pointworld.planning.benchmark import BenchmarkConfig, format_rows, run_benchmark
     from pointworld.sim.cameras import CameraRigConfig
     from pointworld.sim.task import TaskConfig
+    from pointworld.train.pretrained import load_pretrained
 
     raw = OmegaConf.to_container(cfg, resolve=True)
     config = BenchmarkConfig(tasks=raw["tasks"], robots=raw["robots"], models=raw["models"],
                              episodes=raw["episodes"], seed=raw["seed"], max_replans=raw["max_replans"],
                              horizon=raw["horizon"], planner=instantiate(cfg.planner),
                              task=TaskConfig(cameras=CameraRigConfig(**raw["cameras"])))
-    model = _model(str(cfg.checkpoint), str(cfg.device)) if "learned" in config.models else None
+    model = load_pretrained(str(cfg.checkpoint), device=str(cfg.device)) if "learned" in config.models else None
     out = Path(str(cfg.out))
     done = _previous_rows(out, raw) if bool(cfg.resume) else []
 

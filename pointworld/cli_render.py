@@ -45,12 +45,9 @@ def detect_kind(source: str) -> str:
 def _model(cfg: DictConfig) -> Any:
     if cfg.checkpoint is None:
         return None
-    from pointworld.train.distributed import resolve_device
     from pointworld.train.pretrained import load_pretrained
 
-    checkpoint = str(cfg.checkpoint)
-    device = resolve_device(str(cfg.device))
-    return load_pretrained(None if checkpoint == "default" else checkpoint, device=device).eval()
+    return load_pretrained(str(cfg.checkpoint), device=str(cfg.device))
 
 
 def _view(cfg: DictConfig) -> Any:

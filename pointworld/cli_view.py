@@ -15,7 +15,7 @@ def _load_model(checkpoint: Any, device: str) -> Any:
         return None
     from pointworld.train.pretrained import load_pretrained
 
-    return load_pretrained(None if str(checkpoint) == "default" else str(checkpoint), device=device)
+    return load_pretrained(str(checkpoint), device=device)
 
 
 def _serve(stop: threading.Event, duration_s: float | None) -> None:

@@ -190,7 +190,7 @@ def table_observation(env: TaskEnv, base: ObservationConfig | None = None) -> Ob
 
 def run_episode(env: TaskEnv, planner: MPCPlanner, seed: int, max_replans: int = 10,
                 observation: ObservationConfig | None = None,
-                on_step: Callable[[int, Observation, PlanResult, TaskOutcome], None] | None = None
+                on_step: Callable[[int, Observation, PointGoal, PlanResult, TaskOutcome], None] | None = None
                 ) -> EpisodeResult:
     """Reset ``env`` to the task of ``seed`` and run MPC until success or ``max_replans`` plans.
 
@@ -202,8 +202,8 @@ def run_episode(env: TaskEnv, planner: MPCPlanner, seed: int, max_replans: int =
     evaluate (stop on success), observe, track the selection (:func:`track_selection` on the observed
     points off the robot (:func:`near_robot`), prior = the plan's predicted motion of the goal points)
     and build the next goal (:func:`tracked_goal`; see the module docstring). A :class:`SimOracle`
-    predictor is re-bound to every observation. ``on_step(replan, observation, plan, outcome)`` is called
-    after each execution, with the observation the plan was made on. The measured joints handed to the planner are clamped into the limits (MuJoCo's limits
+    predictor is re-bound to every observation. ``on_step(replan, observation, goal, plan, outcome)`` is called
+    after each execution, with the observation and goal the plan was made on. The measured joints handed to the planner are clamped into the limits (MuJoCo's limits
     are soft: a finger pressed open reads a few mm past its limit).
     """
     require_int("seed", seed, 0)
@@ -221,7 +221,8 @@ def run_episode(env: TaskEnv, planner: MPCPlanner, seed: int, max_replans: int =
     for r in range(max_replans):
         start = time.perf_counter()
         q0 = env.robot.clamp_to_limits(robot.joint_positions())
-        plan = planner.plan(obs.scene, q0, robot.gripper_open(), tracker.goal)
+        goal = tracker.goal
+        plan = planner.plan(obs.scene, q0, robot.gripper_open(), goal)
         result.plan_times_s.append(time.perf_counter() - start)
         result.replans = r + 1
         robot.execute(plan.q[1:steps + 1], plan.gripper_open[1:steps + 1])
@@ -230,7 +231,7 @@ def run_episode(env: TaskEnv, planner: MPCPlanner, seed: int, max_replans: int =
         result.success, result.final_error_m, result.yaw_error_rad = (
             outcome.success, outcome.position_error_m, outcome.yaw_error_rad)
         if on_step is not None:
-            on_step(r, obs, plan, outcome)
+            on_step(r, obs, goal, plan, outcome)
         if outcome.success or r + 1 == max_replans:
             result.message = "success" if outcome.success else result.message
             break

@@ -24,14 +24,15 @@ def load_pretrained(path: str | os.PathLike | None = None, device: str | torch.d
     """Load a trained world model in eval mode.
 
     Args:
-        path: a checkpoint file; None = the bundled :data:`PRETRAINED_PATH`.
+        path: a checkpoint file; None or ``"default"`` (the CLI's ``checkpoint=default``) = the bundled
+            :data:`PRETRAINED_PATH`.
         device: "cpu", "cuda", "cuda:i" or "auto".
 
     Raises:
         FileNotFoundError: the file does not exist (for the bundled one, the message says how to get it).
         CheckpointError: the file is not a valid checkpoint.
     """
-    if path is None:
+    if path is None or path == "default":
         bundled = PRETRAINED_PATH  # read at call time (tests may point it elsewhere)
         if not bundled.is_file():
             raise FileNotFoundError(f"{bundled}: the bundled pretrained checkpoint is missing from this "

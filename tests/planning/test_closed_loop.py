@@ -84,7 +84,7 @@ def test_oracle_planner_reaches_and_pushes_from_home(robot: str, seed: int, join
     planner = MPCPlanner(env.robot, SimOracle(env), config)
     steps: list[tuple[int, float, float]] = []
     result = run_episode(env, planner, seed, max_replans=12,
-                         on_step=lambda r, obs, plan, outcome: steps.append((r, outcome.position_error_m,
+                         on_step=lambda r, obs, goal, plan, outcome: steps.append((r, outcome.position_error_m,
                                                                         plan.breakdown["reach"])))
     assert result.success and result.message == "success"
     assert result.final_error_m <= 0.03 and result.yaw_error_rad is not None and result.yaw_error_rad <= 0.35

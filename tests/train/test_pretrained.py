@@ -50,6 +50,8 @@ def test_missing_bundled_file_gives_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(pretrained, "PRETRAINED_PATH", tmp_path / "checkpoints" / "tiny.pt")
     with pytest.raises(FileNotFoundError, match=r"tiny\.pt: the bundled pretrained checkpoint is missing.*path="):
         load_pretrained()
+    with pytest.raises(FileNotFoundError, match=r"tiny\.pt: the bundled"):  # the CLI's checkpoint=default
+        load_pretrained("default")
     with pytest.raises(FileNotFoundError, match="elsewhere.pt"):
         load_pretrained(tmp_path / "elsewhere.pt")
 
