@@ -9,6 +9,8 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from pointworld.atomic import atomic_open
+
 
 def _write_first_plan(out: Path, first: dict, robot: Any, dt_s: float) -> list[Path]:
     """The first plan as a plan record (``plan.npz``) and its figures (``plan_*.png``)."""
@@ -36,7 +38,8 @@ def _write_outputs(out: Path, start: Any, end: Any, first: dict, result: Any) ->
     summary = {"success": result.success, "final_error_m": result.final_error_m,
                "yaw_error_rad": result.yaw_error_rad, "replans": result.replans, "message": result.message,
                "plan_time_s_mean": sum(times) / len(times) if times else None, "plan_times_s": times}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    with atomic_open(out / "summary.json", "w") as f:
+        f.write(json.dumps(summary, indent=1) + "\n")
     return summary
 
 
@@ -44,7 +47,7 @@ def run_demo(cfg: DictConfig) -> int:
     """``pointworld demo``: one closed-loop episode; summary printed, visualizations under ``output_dir``."""
     from pointworld.capture.cloud import write_ply
     from pointworld.planning.benchmark import TASK_SCENES
-    from pointworld.planning.closed_loop import run_episode
+    from pointworld.planning.closed_loop import run_episode, table_observation
     from pointworld.planning.observation import observe_scene
     from pointworld.planning.planner import MPCPlanner
     from pointworld.sim.cameras import CameraRigConfig
@@ -72,7 +75,7 @@ def run_demo(cfg: DictConfig) -> int:
     end = env.observe()
     out = Path(str(cfg.output_dir))
     summary = _write_outputs(out, start, end, first, result)
-    write_ply(out / "observed_end.ply", observe_scene(end).cloud)
+    write_ply(out / "observed_end.ply", observe_scene(end, table_observation(env)).cloud)
     plan_files = _write_first_plan(out, first, env.robot, planner.config.action.dt_s)
     print(f"{cfg.task} with {cfg.robot}: {'success' if result.success else 'failure'} ({result.message}); "
           f"final error {100 * result.final_error_m:.1f} cm after {result.replans} plan(s), "

@@ -20,14 +20,16 @@ def checkpoint(tmp_path_factory):
     return micro_checkpoint(tmp_path_factory.mktemp("ckpt") / "micro.pt", horizon=10)
 
 
-def test_demo_runs_end_to_end_and_writes_its_outputs(checkpoint, tmp_path, capsys):
+@pytest.mark.parametrize("robot", ["flying_gripper", "ur5e_gripper"])  # the UR5e's table lies at -x
+def test_demo_runs_end_to_end_and_writes_its_outputs(checkpoint, tmp_path, capsys, robot):
     out = tmp_path / "demo"
-    rc = main(["demo", f"checkpoint={checkpoint}", "max_replans=1", "cameras.width=160", "cameras.height=120",
-               f"output_dir={out}", *FAST])
-    assert rc == 0
+    rc = main(["demo", f"robot={robot}", f"checkpoint={checkpoint}", "max_replans=1", "cameras.width=160",
+               "cameras.height=120", f"output_dir={out}", *FAST])
+    assert rc == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
-    assert "push with flying_gripper" in printed and "per plan" in printed
-    for name in ("start.png", "end.png", "observed_start.ply", "predicted_flow.ply", "observed_end.ply"):
+    assert f"push with {robot}" in printed and "per plan" in printed
+    for name in ("start.png", "end.png", "observed_start.ply", "predicted_flow.ply", "observed_end.ply",
+                 "plan.npz", "plan_flow.png", "plan_cost.png"):
         assert (out / name).stat().st_size > 0, name
     summary = json.loads((out / "summary.json").read_text())
     assert summary["replans"] == 1 and summary["final_error_m"] > 0 and len(summary["plan_times_s"]) == 1
