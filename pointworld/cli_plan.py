@@ -99,7 +99,8 @@ def run_benchmark_planning(cfg: DictConfig) -> int:
                              episodes=raw["episodes"], seed=raw["seed"], max_replans=raw["max_replans"],
                              horizon=raw["horizon"], planner=instantiate(cfg.planner),
                              task=TaskConfig(cameras=CameraRigConfig(**raw["cameras"])))
-    model = load_pretrained(str(cfg.checkpoint), device=str(cfg.device)) if "learned" in config.models else None
+    wants_model = {"learned", "segment_follow"} & set(config.models)  # segment_follow takes the model's settings
+    model = load_pretrained(str(cfg.checkpoint), device=str(cfg.device)) if wants_model else None
     out = Path(str(cfg.out))
     done = _previous_rows(out, raw) if bool(cfg.resume) else []
 

@@ -51,6 +51,7 @@ def run_eval(cfg: DictConfig) -> int:
     """``pointworld eval checkpoint=default|PATH data.sources=[DIR]``: metrics table + JSON."""
     from pointworld.data.clip_dataset import ClipDataset, ClipDatasetConfig
     from pointworld.model.baselines import RigidFollow, ZeroMotion
+    from pointworld.model.segment_prior import SegmentFollow
     from pointworld.train.checkpoint import build_model, load_checkpoint
     from pointworld.train.distributed import resolve_device
     from pointworld.train.evaluate import evaluate, format_table, write_results
@@ -64,7 +65,9 @@ def run_eval(cfg: DictConfig) -> int:
     dataset = ClipDataset(ClipDatasetConfig(**data, robot_types=model.config.robot_types))
     predictors: dict[str, Any] = {"model": model}
     if cfg.baselines:
-        predictors.update(zero_motion=ZeroMotion(), rigid_follow=RigidFollow(cfg.rigid_follow_radius_m))
+        # segment_follow: the model's own prior (its settings) alone, so the table shows what the network adds
+        predictors.update(zero_motion=ZeroMotion(), rigid_follow=RigidFollow(cfg.rigid_follow_radius_m),
+                          segment_follow=SegmentFollow(model.config.segment_prior))
     device = resolve_device(str(cfg.device))
     results = evaluate(predictors, dataset, batch_size=cfg.batch_size, device=device,
                        max_batches=cfg.max_batches, progress=True)

@@ -5,8 +5,12 @@ One command (``python scripts/make_pretrained.py --work /tmp/pretrained``) runs,
 1. ``pointworld generate`` a multi-robot dataset (Franka, bimanual, flying gripper; 3 cameras) into
    ``WORK/data/train_mix`` and a small test set of the robot left out of training (UR5e + gripper) into
    ``WORK/data/unseen_ur5e``;
-2. ``pointworld train`` the ``tiny`` preset on it (``WORK/run``; resumable: rerun the same command);
-3. ``pointworld eval`` the result on the held-out test split and on the unseen robot;
+2. ``pointworld train`` the ``tiny`` preset on it in two stages (each resumable: rerun the same command):
+   ``WORK/run_base``, the network alone (no segment prior, no nearest-robot-motion features, plain
+   heteroscedastic loss), then ``WORK/run``, a fine-tune from it (``init_from``) with the segment-follow
+   prior switched on, so the network learns the correction to the prior;
+3. ``pointworld eval`` the result on the held-out test split and on the unseen robot (with the zero-motion,
+   rigid-follow and segment-follow baselines);
 4. copies the weights (no optimizer state) to ``pointworld/checkpoints/tiny.pt`` with ``tiny_eval.json``
    (both evaluations) and ``tiny_train_config.json`` next to it.
 
@@ -50,17 +54,28 @@ def generate(work: Path, episodes: int, unseen_episodes: int, workers: int) -> t
     return mix, unseen
 
 
-def train(work: Path, mix: Path, steps: int, batch_size: int) -> Path:
-    """Step 2: train tiny (resumes a stopped run; skipped when the run already finished)."""
-    run = work / "run"
+#: Model overrides of both stages (the shipped architecture: the network sees no nearest-robot motion).
+MODEL_ARGS = ("model=tiny", "model.robot_motion_features=false", "model.scale_moving_threshold_m=0.0")
+
+
+def train_stage(run: Path, mix: Path, steps: int, batch_size: int, *extra: str) -> Path:
+    """Train one stage into ``run`` (resumes a stopped run; skipped when it already finished)."""
     last = run / "last.pt"
     if last.is_file() and load_checkpoint(last).step >= steps:
         print(f"{last}: already trained for {steps} steps")
         return run
-    pointworld("train", f"data.sources=[{mix}]", f"out={run}", "model=tiny", f"steps={steps}",
-               f"batch_size={batch_size}", "num_workers=1", "val_every=300", "val_batches=8",
-               "checkpoint_every=100", f"resume={str(last.is_file()).lower()}")
+    pointworld("train", f"data.sources=[{mix}]", f"out={run}", *MODEL_ARGS, f"steps={steps}",
+               f"batch_size={batch_size}", "num_workers=1", "val_batches=8", "checkpoint_every=50",
+               f"resume={str(last.is_file()).lower()}", *extra)
     return run
+
+
+def train(work: Path, mix: Path, steps: int, finetune_steps: int, batch_size: int) -> Path:
+    """Step 2: the network alone, then the fine-tune with the segment prior on."""
+    base = train_stage(work / "run_base", mix, steps, batch_size, "model.segment_prior=null",
+                       "loss.variance_beta=0.0", "val_every=300")
+    return train_stage(work / "run", mix, finetune_steps, batch_size, f"init_from={base / 'last.pt'}",
+                       "optim.lr=3e-4", "optim.warmup_steps=50", "val_every=400")
 
 
 def evaluate(run: Path, mix: Path, unseen: Path) -> dict:
@@ -93,12 +108,13 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True, help="working directory (data + run)")
     parser.add_argument("--episodes", type=int, default=120, help="episodes per training robot (6 clips each)")
     parser.add_argument("--unseen-episodes", type=int, default=24)
-    parser.add_argument("--steps", type=int, default=1200)
+    parser.add_argument("--steps", type=int, default=1200, help="steps of the first stage (network alone)")
+    parser.add_argument("--finetune-steps", type=int, default=2000, help="steps of the fine-tune with the prior")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2, help="generation worker processes")
     args = parser.parse_args()
     mix, unseen = generate(args.work, args.episodes, args.unseen_episodes, args.workers)
-    run = train(args.work, mix, args.steps, args.batch_size)
+    run = train(args.work, mix, args.steps, args.finetune_steps, args.batch_size)
     ship(run, evaluate(run, mix, unseen))
 
 

@@ -16,7 +16,8 @@ from pointworld.geometry.neighbors import knn
 from pointworld.model.inputs import ActionInput, Prediction, SceneInput
 
 
-def _check_args(scene: object, action: object) -> None:
+def check_predictor_args(scene: object, action: object) -> None:
+    """Raise unless ``scene`` is a SceneInput of B = 1 or K and ``action`` a K-action ActionInput on its device."""
     if not isinstance(scene, SceneInput):
         raise TypeError(f"scene: expected a SceneInput, got {type(scene).__name__}")
     if not isinstance(action, ActionInput):
@@ -43,7 +44,7 @@ class ZeroMotion:
             Prediction with displacement (K, T, N, 3) zeros, m, and log_var (K, T, N) zeros, log(m^2),
             dtype and device of ``scene.points``.
         """
-        _check_args(scene, action)
+        check_predictor_args(scene, action)
         k, t, n = action.batch_size, action.horizon, scene.points.shape[1]
         like = scene.points
         return Prediction(like.new_zeros((k, t, n, 3)), like.new_zeros((k, t, n)))
@@ -77,7 +78,7 @@ class RigidFollow:
             Prediction with displacement (K, T, N, 3), m, world frame, and log_var (K, T, N) zeros,
             dtype and device of ``scene.points``.
         """
-        _check_args(scene, action)
+        check_predictor_args(scene, action)
         scene = scene.expand(action.batch_size)
         dtype = scene.points.dtype
         robot = action.points.to(dtype)  # (K, T+1, M, 3)

@@ -15,6 +15,10 @@ Structure (DESIGN.md, "World model"):
    initialised to the identity); an MLP head gives T x 3 normalized displacements and T log-variances
    (soft-bounded to ±``LOG_VAR_BOUND``), which are scaled back to metres with the per-step displacement
    scale learned from data.
+4. **Segment prior** (optional, ``config.segment_prior``): the non-learned segment-follow guess
+   (:mod:`pointworld.model.segment_prior`: the objects the robot touches move with it) is added to the
+   head's displacements, so the network learns the correction to it rather than the whole motion; each scene
+   token also receives the guess (3 T channels) so that the correction can depend on it.
 
 Translation: all positions enter relative to the scene's grid origin, so shifting the scene and the robot
 together by a multiple of the grid size leaves the predicted displacements unchanged.
@@ -36,6 +40,7 @@ from pointworld.model.features import (
 )
 from pointworld.model.inputs import ActionInput, Prediction, SceneInput
 from pointworld.model.normalization import DisplacementScale, FeatureNormalizer
+from pointworld.model.segment_prior import segment_follow
 from pointworld.model.world_model_config import ROBOT_POINT_CHANNELS, SCENE_POINT_CHANNELS, WorldModelConfig
 
 #: The distance-to-robot step feature is divided by this (m) before entering the network.
@@ -88,7 +93,7 @@ class WorldModel(nn.Module):
         self.robot_norm = FeatureNormalizer(ROBOT_POINT_CHANNELS)
         self.displacement_scale = DisplacementScale(T, config.scale_moving_threshold_m)
         self.encoder = PointTransformerV3(config.encoder)
-        step_channels = 2 * (T + 1) + (3 * T if config.robot_motion_features else 0)
+        step_channels = 2 * (T + 1) + 3 * T * (int(config.robot_motion_features) + int(config.segment_prior is not None))
         self.scene_token = _mlp(self.encoder.out_channels + step_channels, C, C)
         self.robot_token = _mlp(ROBOT_POINT_CHANNELS, C, C)
         self.time_embedding = nn.Embedding(T + 1, C)
@@ -182,16 +187,30 @@ class WorldModel(nn.Module):
         origin = enc.origin.expand(B, 3)
         steps = scene_step_features(s, action, self.config.max_distance_m)
         T1 = action.horizon + 1  # channels: gripper-open per step, then distance per step
-        steps = torch.cat([steps[..., :T1], steps[..., T1:] / DISTANCE_FEATURE_SCALE_M], -1)
+        steps = [steps[..., :T1], steps[..., T1:] / DISTANCE_FEATURE_SCALE_M]
         if self.config.robot_motion_features:
-            motion = nearest_robot_motion(s.points, action.points.to(s.points.dtype), action.mask)
-            motion = motion.permute(0, 2, 1, 3).reshape(B, s.points.shape[1], -1) / DISTANCE_FEATURE_SCALE_M
-            steps = torch.cat([steps, torch.where(s.mask[..., None], motion, torch.zeros_like(motion))], -1)
+            steps.append(self._per_point_steps(
+                nearest_robot_motion(s.points, action.points.to(s.points.dtype), action.mask), s.mask))
+        prior = None
+        if self.config.segment_prior is not None:
+            prior = segment_follow(enc.scene, action, self.config.segment_prior)  # (B, T, N, 3) m
+            steps.append(self._per_point_steps(prior, s.mask))
+        steps = torch.cat(steps, -1)
         scene_tok = self.scene_token(torch.cat([features, steps.to(features.dtype)], -1))
         robot_tok = self._robot_tokens(action, origin)
         mixed_scene, pooled_robot = self._mix(s, scene_tok, action, robot_tok)
         gamma, beta = self.film(pooled_robot).chunk(2, dim=-1)
-        return self._heads(mixed_scene * (1 + gamma[:, None]) + beta[:, None], s.mask)
+        pred = self._heads(mixed_scene * (1 + gamma[:, None]) + beta[:, None], s.mask)
+        if prior is None:
+            return pred
+        return Prediction(pred.displacement + prior.to(pred.displacement.dtype), pred.log_var)
+
+    @staticmethod
+    def _per_point_steps(motion: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, N, 3) m per-step displacements -> (B, N, 3 T) scene-token channels (zeros at padding)."""
+        B, T, N = motion.shape[:3]
+        out = motion.permute(0, 2, 1, 3).reshape(B, N, 3 * T) / DISTANCE_FEATURE_SCALE_M
+        return torch.where(mask[..., None], out, torch.zeros_like(out))
 
     def _check_action(self, action: ActionInput, scene: SceneInput) -> None:
         if not isinstance(action, ActionInput):

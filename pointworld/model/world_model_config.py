@@ -10,6 +10,7 @@ from typing import Any
 from pointworld.config_dict import dataclass_from_dict
 from pointworld.geometry.checks import require_int
 from pointworld.model.backbone import BackboneConfig
+from pointworld.model.segment_prior import SegmentFollowConfig
 
 #: Robot vocabulary of the shipped robots; index 0 of the robot-type embedding is "unknown robot".
 DEFAULT_ROBOT_TYPES: tuple[str, ...] = ("franka_panda", "bimanual", "flying_gripper", "ur5e_gripper")
@@ -51,6 +52,9 @@ class WorldModelConfig:
         scale_moving_threshold_m: the per-step displacement scale the head predicts in is fitted on the
             ground-truth displacements longer than this, m (0 = on every point; the static majority then
             shrinks the scale and moving targets become tens of units, which trains far slower).
+        segment_prior: when set, the predicted displacement is the segment-follow guess
+            (:func:`~pointworld.model.segment_prior.segment_follow`: objects the robot touches move with
+            it) plus the network's output, which then learns the correction; None = the network alone.
     """
 
     encoder: BackboneConfig = field(default_factory=lambda: BackboneConfig(in_channels=1))
@@ -64,6 +68,7 @@ class WorldModelConfig:
     head_hidden: int = 128
     robot_motion_features: bool = False
     scale_moving_threshold_m: float = 0.0
+    segment_prior: SegmentFollowConfig | None = None
 
     def __post_init__(self) -> None:
         require_int("horizon", self.horizon, 1)
@@ -87,6 +92,11 @@ class WorldModelConfig:
         t = self.scale_moving_threshold_m
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 <= t < math.inf:
             raise ValueError(f"scale_moving_threshold_m: expected a finite number >= 0 m, got {t!r}")
+        if isinstance(self.segment_prior, dict):
+            self.segment_prior = dataclass_from_dict(SegmentFollowConfig, self.segment_prior)
+        if self.segment_prior is not None and not isinstance(self.segment_prior, SegmentFollowConfig):
+            raise TypeError(f"segment_prior: expected None, a SegmentFollowConfig or a mapping of its fields, "
+                            f"got {type(self.segment_prior).__name__}")
         d = self.max_distance_m
         if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0.0 < d < math.inf:
             raise ValueError(f"max_distance_m: expected a finite number > 0 m, got {d!r}")

@@ -2,12 +2,15 @@
 
 For every (task, robot, model) cell, ``episodes`` seeded episodes are run with :func:`run_episode`: reset to
 the task of the seed, observe, plan, execute ``execute_steps`` steps, re-observe, until success or
-``max_replans``. Three dynamics models sit behind the same planner:
+``max_replans``. These dynamics models sit behind the same planner:
 
 - ``learned``: the world model (a checkpoint);
 - ``oracle``: the MuJoCo simulator itself (:class:`~pointworld.planning.oracle.SimOracle`), the upper bound;
 - ``zero_motion``: predicts that nothing moves (:class:`~pointworld.model.baselines.ZeroMotion`), the lower
-  bound.
+  bound;
+- ``segment_follow``: the learned model's non-learned prior alone
+  (:class:`~pointworld.model.segment_prior.SegmentFollow`, with the checkpoint's settings when a learned model
+  is loaded, else the defaults): what the network adds to it.
 
 Held-out objects: by default the push scenes contain only ``cross`` objects, a shape that never appears in
 the training split of our datasets (``generate``'s ``held_out_shapes``). Episode seeds start at ``seed``
@@ -26,6 +29,7 @@ from tqdm import tqdm
 
 from pointworld.geometry.checks import require_int
 from pointworld.model.baselines import ZeroMotion
+from pointworld.model.segment_prior import SegmentFollow
 from pointworld.model.world_model import WorldModel
 from pointworld.planning.closed_loop import EpisodeResult, run_episode
 from pointworld.planning.observation import ObservationConfig
@@ -34,7 +38,7 @@ from pointworld.planning.planner import MPCPlanner, PlannerConfig
 from pointworld.sim.config import SceneConfig
 from pointworld.sim.task import TaskConfig, TaskEnv
 
-MODELS: tuple[str, ...] = ("learned", "oracle", "zero_motion")
+MODELS: tuple[str, ...] = ("learned", "oracle", "zero_motion", "segment_follow")
 #: Scene settings per task kind (held-out cross objects for push; drawer / cloth scenes for the others).
 TASK_SCENES: dict[str, dict[str, Any]] = {
     "push": {"shapes": ("cross",), "n_objects": (1, 3), "object_size_m": (0.06, 0.12), "include_drawer": False},
@@ -63,7 +67,7 @@ class BenchmarkConfig:
 
     tasks: tuple[str, ...] = ("push",)
     robots: tuple[str, ...] = ("franka_panda", "flying_gripper", "ur5e_gripper")
-    models: tuple[str, ...] = MODELS
+    models: tuple[str, ...] = ("learned", "oracle", "zero_motion")
     episodes: int = 20
     seed: int = 1000
     max_replans: int = 20
@@ -93,6 +97,8 @@ def _predictor(model_name: str, env: TaskEnv, world_model: WorldModel | None) ->
         return SimOracle(env)
     if model_name == "zero_motion":
         return ZeroMotion()
+    if model_name == "segment_follow":
+        return SegmentFollow(None if world_model is None else world_model.config.segment_prior)
     if world_model is None:
         raise ValueError("world_model: the 'learned' model needs a checkpoint, got None")
     return world_model

@@ -200,7 +200,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Check
     return Checkpoint(path=path, **fields)
 
 
-def _mismatch(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> str:
+def state_mismatch(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> str:
     """Describe how ``got`` differs from ``expected`` in keys and shapes ('' if it does not)."""
     parts = []
     missing = [k for k in expected if k not in got]
@@ -228,7 +228,7 @@ def build_model(checkpoint: Checkpoint | str | os.PathLike) -> WorldModel:
         model = WorldModel(config)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{ckpt.path}: invalid model_config: {exc}") from exc
-    problem = _mismatch(model.state_dict(), ckpt.model_state)
+    problem = state_mismatch(model.state_dict(), ckpt.model_state)
     if problem:
         raise CheckpointError(f"{ckpt.path}: model_state does not match the architecture of its model_config: "
                               f"{problem}")

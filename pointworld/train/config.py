@@ -104,6 +104,10 @@ class TrainConfig:
             clips.
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
         resume: continue from ``out/last.pt`` (model, optimizer, schedule, step, RNG states).
+        init_from: start a new run (step 0, fresh optimizer) from the weights and normalization statistics of
+            this checkpoint (fine-tuning); its state must fit ``model``, except that a layer may gain
+            trailing input channels, which start at zero weight (e.g. switching ``segment_prior`` on adds its
+            channels to the scene tokens). Ignored when resuming from ``last.pt``.
         amp: bf16 autocast of the forward pass on CUDA (ignored on CPU, which always runs float32).
     """
 
@@ -126,6 +130,7 @@ class TrainConfig:
     device: str = "auto"
     resume: bool = False
     amp: bool = True
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         self.data = _convert("data", self.data, ClipDatasetConfig)
@@ -143,6 +148,8 @@ class TrainConfig:
         for name in ("augment", "resume", "amp"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name}: expected a bool, got {getattr(self, name)!r}")
+        if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from):
+            raise ValueError(f"init_from: expected None or a checkpoint path, got {self.init_from!r}")
         if self.device not in DEVICES:
             raise ValueError(f"device: expected one of {DEVICES}, got {self.device!r}")
         if self.model.image_feature_channels:

@@ -27,7 +27,7 @@ from pointworld.model.inputs import FlowPredictor
 from pointworld.model.metrics import MetricAccumulator
 
 #: Names of the reference predictors the others are compared with (``ratios``).
-BASELINE_NAMES: tuple[str, ...] = ("zero_motion", "rigid_follow")
+BASELINE_NAMES: tuple[str, ...] = ("zero_motion", "rigid_follow", "segment_follow")
 #: Columns of :func:`format_table`: (metric, is a distance in m shown in cm).
 TABLE_COLUMNS: tuple[tuple[str, bool], ...] = (("l2", True), ("l2_moved", True), ("l2_static", True),
                                                ("acc_2cm", False), ("chamfer", True),

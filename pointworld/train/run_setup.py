@@ -28,7 +28,12 @@ from pointworld.data.sampling import ClipSampler
 from pointworld.errors import CheckpointError
 from pointworld.model.world_model import WorldModel
 from pointworld.model.world_model_config import WorldModelConfig
-from pointworld.train.checkpoint import Checkpoint, load_checkpoint, restore_rng_state
+from pointworld.train.checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    restore_rng_state,
+    state_mismatch,
+)
 from pointworld.train.config import TrainConfig
 from pointworld.train.distributed import DistributedContext, broadcast_module_buffers
 from pointworld.train.interrupt import ignore_interrupts
@@ -146,6 +151,30 @@ def _resume_checkpoint(config: TrainConfig, ctx: DistributedContext) -> Checkpoi
     return ckpt
 
 
+def _grown_inputs(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with every 2-D weight that has fewer input columns than ``expected``'s widened by zero
+    columns at the end (new trailing input features that start with no effect, e.g. the segment prior's
+    channels of the scene-token layer); every other entry unchanged."""
+    out = dict(state)
+    for k, want in expected.items():
+        got = state.get(k)
+        if got is not None and got.dim() == want.dim() == 2 and got.shape[0] == want.shape[0] \
+                and got.shape[1] < want.shape[1]:
+            out[k] = torch.cat([got, got.new_zeros((got.shape[0], want.shape[1] - got.shape[1]))], 1)
+    return out
+
+
+def _load_initial_weights(model: WorldModel, path: Path) -> None:
+    """Load ``init_from``'s weights and normalization statistics into the new run's model (same shapes,
+    except layers that gained trailing input channels: see :func:`_grown_inputs`)."""
+    expected = model.state_dict()
+    state = _grown_inputs(expected, load_checkpoint(path).model_state)
+    problem = state_mismatch(expected, state)
+    if problem:
+        raise CheckpointError(f"{path}: init_from: its weights do not fit the run's model config: {problem}")
+    model.load_state_dict(state, strict=True)
+
+
 def _restore(run: Run, ckpt: Checkpoint) -> None:
     run.optimizer.load_state_dict(ckpt.optimizer_state)
     run.scheduler.load_state_dict(ckpt.scheduler_state)
@@ -174,10 +203,12 @@ def setup_run(config: TrainConfig, ctx: DistributedContext) -> Run:
     ckpt = _resume_checkpoint(config, ctx)
     torch.manual_seed(config.seed)
     model = WorldModel(config.model).to(ctx.device)
-    if ckpt is None:
-        fit_normalization(model, train_ds, config, ctx)
-    else:
+    if ckpt is not None:
         model.load_state_dict(ckpt.model_state, strict=True)
+    elif config.init_from is not None:
+        _load_initial_weights(model, Path(config.init_from))
+    else:
+        fit_normalization(model, train_ds, config, ctx)
     net = model
     if ctx.world_size > 1:
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None

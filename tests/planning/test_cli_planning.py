@@ -62,11 +62,11 @@ def test_plan_errors_name_the_problem(checkpoint, tmp_path, capsys):
 
 def test_benchmark_planning_smoke(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    rc = main(["benchmark-planning", "models=[oracle,zero_motion]", "robots=[flying_gripper]", "episodes=1",
-               "max_replans=1", "cameras.width=160", "cameras.height=120", f"out={out}", *FAST])
+    rc = main(["benchmark-planning", "models=[oracle,zero_motion,segment_follow]", "robots=[flying_gripper]",
+               "episodes=1", "max_replans=1", "cameras.width=160", "cameras.height=120", f"out={out}", *FAST])
     assert rc == 0
     rows = json.loads(out.read_text())["rows"]
-    assert [(r["model"], r["episodes"]) for r in rows] == [("oracle", 1), ("zero_motion", 1)]
+    assert [(r["model"], r["episodes"]) for r in rows] == [("oracle", 1), ("zero_motion", 1), ("segment_follow", 1)]
     for r in rows:  # per-episode results, so cells of different lengths compare on common seeds
         assert len(r["episode_success"]) == len(r["episode_final_error_m"]) == 1
         assert r["success_rate"] == sum(r["episode_success"])
@@ -98,3 +98,15 @@ def test_benchmark_planning_keeps_finished_cells_and_resumes(tmp_path, monkeypat
     assert calls == ["oracle", "zero_motion", "zero_motion"]  # oracle was not run again
     assert [r["model"] for r in json.loads(out.read_text())["rows"]] == ["oracle", "zero_motion"]
     assert main([*args[:4], "episodes=2", *args[5:], "resume=true"]) != 0  # other settings: refused
+
+
+def test_segment_follow_model_takes_the_checkpoints_prior_settings():
+    from pointworld.model.segment_prior import SegmentFollow, SegmentFollowConfig
+    from pointworld.planning.benchmark import _predictor
+    from tests.micro import micro_world_model
+
+    model = micro_world_model(horizon=2)
+    model.config.segment_prior = SegmentFollowConfig(link_radius_m=0.05)
+    got = _predictor("segment_follow", None, model)
+    assert isinstance(got, SegmentFollow) and got.config.link_radius_m == 0.05
+    assert _predictor("segment_follow", None, None).config == SegmentFollowConfig()  # no checkpoint: defaults

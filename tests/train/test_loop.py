@@ -260,3 +260,37 @@ def test_horizon_mismatch_and_foreign_checkpoint_are_reported(data_dir, tmp_path
     other = dataclasses.replace(micro_model(), head_hidden=16)
     with pytest.raises(CheckpointError, match="model_config"):
         train(make_config(data_dir, tmp_path / "b", model=other, steps=2, resume=True), progress=False)
+
+
+def test_init_from_starts_a_new_run_from_a_checkpoints_weights(full_run, data_dir, tmp_path, monkeypatch):
+    from pointworld.model.segment_prior import SegmentFollowConfig
+
+    config, _ = full_run
+    source = Path(config.out) / "last.pt"
+    # the prior adds no weights: the trained micro model fine-tunes with it switched on
+    model = dataclasses.replace(micro_model(), segment_prior=SegmentFollowConfig())
+    tuned = make_config(data_dir, tmp_path / "tuned", model=model, init_from=str(source), steps=2, val_every=0)
+    first, real_step = {}, loop._train_step
+
+    def spy(run, batch):
+        first.setdefault("state", {k: v.clone() for k, v in run.model.state_dict().items()})
+        return real_step(run, batch)
+
+    monkeypatch.setattr(loop, "_train_step", spy)
+    summary = train(tuned, progress=False)
+    assert summary["step"] == 2 and load_checkpoint(tmp_path / "tuned" / "last.pt").step == 2
+    want = load_checkpoint(source).model_state
+    assert set(first["state"]) == set(want)
+    for k, v in want.items():  # weights and normalization statistics, before step 1
+        got = first["state"][k]
+        if k == "scene_token.0.weight":  # gained the prior's 3 T input channels, at zero weight
+            assert got.shape == (v.shape[0], v.shape[1] + 3 * T)
+            assert torch.equal(got[:, :v.shape[1]], v) and not got[:, v.shape[1]:].any()
+        else:
+            assert torch.equal(got, v), k
+    wider = dataclasses.replace(micro_model(), token_channels=24)
+    bad = make_config(data_dir, tmp_path / "bad", model=wider, init_from=str(source))
+    with pytest.raises(CheckpointError, match=r"last\.pt: init_from: .*token"):
+        train(bad, progress=False)
+    with pytest.raises(ValueError, match="init_from"):
+        make_config(data_dir, tmp_path / "x", init_from="")

@@ -1,0 +1,208 @@
+"""Segment-follow flow: a non-learned guess of how the robot moves the objects it touches.
+
+The scene at t = 0 is split into segments: the support surface is found (the most populated height
+band among points whose normals point up) and removed, and the remaining points are grouped into
+connected components (neighbours within ``link_radius_m``). The robot's points are then stepped
+through the horizon; a segment that a robot point comes within ``contact_radius_m`` of (at its current,
+already displaced position) moves, for that step, by the mean motion of the touching robot points:
+
+- horizontally always (a push or a drag);
+- vertically only while it is held: a touching gripper closed part way (``gripper_open`` strictly
+  between ``held_open_range``), as around a grasped object; a free object is neither pressed into the
+  support nor lifted by a push;
+- a segment larger than ``max_segment_extent_m`` (furniture, a wall, the merged clutter of a pile)
+  never moves.
+
+No rotation and no momentum: a segment stops when the robot leaves it. Everything is batched over B
+(one scene per action) and runs on the scene's device. Letters: B batch, N scene points, M robot
+points, T future steps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from pointworld.geometry.neighbors import knn
+from pointworld.model.baselines import check_predictor_args
+from pointworld.model.inputs import ActionInput, Prediction, SceneInput
+from pointworld.robot.flow import FEATURE_LAYOUT
+
+_HEIGHT_BIN_M = 0.005
+_UP_NORMAL_MIN = 0.9
+_NEIGHBOURS = 8
+
+
+@dataclass
+class SegmentFollowConfig:
+    """Settings of :func:`segment_follow` (all lengths in m).
+
+    Attributes:
+        link_radius_m: scene points closer than this (among each one's 8 nearest) share a segment.
+        contact_radius_m: a robot point this close to a movable scene point touches its segment.
+        support_band_m: half-height of the band around the support surface whose up-facing points are
+            the support (never moved).
+        max_segment_extent_m: segments with a larger axis-aligned extent never move.
+        held_open_range: (lo, hi): a touching robot point whose ``gripper_open`` lies strictly between
+            them holds the segment (it then also follows vertical motion).
+    """
+
+    link_radius_m: float = 0.035
+    contact_radius_m: float = 0.02
+    support_band_m: float = 0.01
+    max_segment_extent_m: float = 0.4
+    held_open_range: tuple[float, float] = (0.02, 0.9)
+
+    def __post_init__(self) -> None:
+        for name in ("link_radius_m", "contact_radius_m", "support_band_m", "max_segment_extent_m"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < v < math.inf:
+                raise ValueError(f"{name}: expected a finite number > 0 m, got {v!r}")
+        r = tuple(self.held_open_range)
+        if len(r) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in r) \
+                or not 0.0 <= r[0] < r[1]:
+            raise ValueError(f"held_open_range: expected (lo, hi) with 0 <= lo < hi, got {self.held_open_range!r}")
+        self.held_open_range = (float(r[0]), float(r[1]))
+
+
+def support_mask(points: torch.Tensor, normals: torch.Tensor, mask: torch.Tensor,
+                 band_m: float) -> torch.Tensor:
+    """(B, N) bool: points of the horizontal support surface (table top) of each scene.
+
+    Args:
+        points: (B, N, 3) scene points, m, world frame with +z up.
+        normals: (B, N, 3) unit normals (zeros where unknown), world frame.
+        mask: (B, N) bool, real points.
+        band_m: half-height of the support band around the estimated surface height, m.
+
+    Returns:
+        (B, N) bool, True for real points within ``band_m`` of the support height with an upward
+        (or downward: normals may be flipped) normal. A scene without upward-facing points has none.
+    """
+    up = mask & (normals[..., 2].abs() >= _UP_NORMAL_MIN)
+    z = points[..., 2]
+    out = torch.zeros_like(mask)
+    for b in range(points.shape[0]):
+        zs = z[b][up[b]]
+        if zs.numel() == 0:
+            continue
+        lo = zs.min()
+        bins = ((zs - lo) / _HEIGHT_BIN_M).long()
+        counts = torch.bincount(bins)
+        surface = lo + (counts.argmax().to(zs.dtype) + 0.5) * _HEIGHT_BIN_M
+        out[b] = up[b] & ((z[b] - surface).abs() <= band_m)
+    return out
+
+
+def connected_segments(points: torch.Tensor, valid: torch.Tensor, link_radius_m: float) -> torch.Tensor:
+    """(B, N) int64 segment label of every valid point (-1 elsewhere): connected components of the
+    graph linking each valid point to its nearest valid neighbours within ``link_radius_m`` (m).
+
+    A label is the smallest point index of its component (min-label propagation with pointer jumping).
+    """
+    B, N = valid.shape
+    if N == 0:
+        return torch.full((B, N), -1, dtype=torch.long, device=points.device)
+    query = torch.where(valid[..., None], points, 0.0)
+    dist, idx = knn(query, points, min(_NEIGHBOURS + 1, N), valid)
+    edge = valid[..., None] & (idx >= 0) & (dist <= link_radius_m)
+    nb = torch.where(edge, idx, torch.arange(N, device=points.device)[None, :, None])
+    label = torch.arange(N, device=points.device).expand(B, N).clone()
+    while True:
+        new = torch.minimum(label, torch.gather(label, 1, nb.flatten(1)).view(B, N, -1).amin(-1))
+        # the smallest label reached by a neighbour also lowers that neighbour's root (both directions)
+        new = new.scatter_reduce(1, nb.flatten(1), new[..., None].expand_as(nb).flatten(1), "amin")
+        new = torch.gather(new, 1, new)  # pointer jumping
+        if torch.equal(new, label):
+            break
+        label = new
+    return torch.where(valid, label, -1)
+
+
+def _segment_extent(points: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """(B, N) largest axis-aligned extent (m) of the segment of each point (0 for unlabelled)."""
+    B, N = label.shape
+    idx = label.clamp_min(0)[..., None].expand(B, N, 3)
+    big = torch.finfo(points.dtype).max
+    hi = points.new_full((B, N, 3), -big).scatter_reduce(1, idx, points, "amax")
+    lo = points.new_full((B, N, 3), big).scatter_reduce(1, idx, points, "amin")
+    ext = (hi - lo).amax(-1).clamp_min(0.0)  # per root index
+    return torch.where(label >= 0, torch.gather(ext, 1, label.clamp_min(0)), 0.0)
+
+
+def _step_segments(cur: torch.Tensor, label: torch.Tensor, movable: torch.Tensor, robot: torch.Tensor,
+                   robot_prev: torch.Tensor, robot_mask: torch.Tensor, grip: torch.Tensor,
+                   config: SegmentFollowConfig) -> torch.Tensor:
+    """(B, N, 3) displacement increment of one step per segment root index (m, world frame).
+
+    ``cur`` (B, N, 3) current scene positions, ``robot_prev`` / ``robot`` (B, M, 3) robot positions before
+    / after the step, ``robot_mask`` (B, M), ``grip`` (B, M) gripper_open after the step.
+    """
+    B, N = label.shape
+    dist, idx = knn(robot_prev, cur, 1, movable)  # nearest movable scene point of each robot point
+    touch = robot_mask & (idx[..., 0] >= 0) & (dist[..., 0] <= config.contact_radius_m)
+    seg = torch.where(touch, torch.gather(label, 1, idx[..., 0].clamp_min(0)), 0)  # (B, M) touched root
+    w = touch.to(cur.dtype)
+    lo, hi = config.held_open_range
+    held = (touch & (grip > lo) & (grip < hi)).to(cur.dtype)
+    total = cur.new_zeros((B, N, 3)).scatter_add(1, seg[..., None].expand(B, -1, 3),
+                                                 (robot - robot_prev) * w[..., None])
+    count = cur.new_zeros((B, N)).scatter_add(1, seg, w)
+    n_held = cur.new_zeros((B, N)).scatter_add(1, seg, held)
+    step = total / count.clamp_min(1.0)[..., None]
+    return torch.cat([step[..., :2], torch.where(n_held > 0, step[..., 2], 0.0)[..., None]], -1)
+
+
+def segment_follow(scene: SceneInput, action: ActionInput, config: SegmentFollowConfig) -> torch.Tensor:
+    """Segment-follow displacement of every scene point under each action (no gradient).
+
+    Args:
+        scene: scene at t = 0, B_s = 1 (segmented once, shared by the K actions) or B_s = K; points m,
+            world frame with +z up, normals, mask.
+        action: K robot point flows (``action.points`` (K, T+1, M, 3) m, world frame).
+        config: the heuristic's radii and thresholds.
+
+    Returns:
+        (K, T, N, 3) displacement from t = 0 at steps 1..T, m, world frame, dtype of ``scene.points``;
+        zeros at padded, support and unmovable points.
+    """
+    K, T = action.batch_size, action.horizon
+    pts = scene.points
+    with torch.no_grad():
+        valid = scene.mask & ~support_mask(pts, scene.normals, scene.mask, config.support_band_m)
+        label = connected_segments(pts, valid, config.link_radius_m)
+        movable = valid & (_segment_extent(pts, label) <= config.max_segment_extent_m)
+        if scene.batch_size != K:
+            pts, label, movable = (x.expand((K,) + tuple(x.shape[1:])) for x in (pts, label, movable))
+        robot = action.points.to(pts.dtype)
+        grip = action.flow[..., FEATURE_LAYOUT["gripper_open"]][..., 0].to(pts.dtype)
+        where = label.clamp_min(0)[..., None].expand(-1, -1, 3)
+        root = pts.new_zeros((K,) + tuple(pts.shape[1:]))  # accumulated displacement per segment root
+        out = []
+        for t in range(1, T + 1):
+            disp = torch.where(movable[..., None], torch.gather(root, 1, where), 0.0)
+            root = root + _step_segments(pts + disp, label, movable, robot[:, t], robot[:, t - 1].contiguous(),
+                                         action.mask, grip[:, t], config)
+            out.append(torch.where(movable[..., None], torch.gather(root, 1, where), 0.0))
+    return torch.stack(out, 1)
+
+
+class SegmentFollow:
+    """:class:`~pointworld.model.inputs.FlowPredictor` of :func:`segment_follow` (log_var all zero).
+
+    Args:
+        config: the heuristic's settings (defaults when None).
+    """
+
+    def __init__(self, config: SegmentFollowConfig | None = None) -> None:
+        if config is not None and not isinstance(config, SegmentFollowConfig):
+            raise TypeError(f"config: expected a SegmentFollowConfig or None, got {type(config).__name__}")
+        self.config = config or SegmentFollowConfig()
+
+    def predict(self, scene: SceneInput, action: ActionInput) -> Prediction:
+        """Prediction with displacement (K, T, N, 3), m, world frame, and log_var (K, T, N) zeros."""
+        check_predictor_args(scene, action)
+        disp = segment_follow(scene, action, self.config)
+        return Prediction(disp, disp.new_zeros(disp.shape[:3]))
