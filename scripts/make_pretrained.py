@@ -11,7 +11,7 @@ One command (``python scripts/make_pretrained.py --work /tmp/pretrained``) runs,
    prior switched on, so the network learns the correction to the prior;
 3. ``pointworld eval`` the result on the held-out test split and on the unseen robot (with the zero-motion,
    rigid-follow and segment-follow baselines);
-4. copies the weights (no optimizer state) to ``pointworld/checkpoints/tiny.pt`` with ``tiny_eval.json``
+4. copies the weights of the best validated checkpoint (no optimizer state) to ``pointworld/checkpoints/tiny.pt`` with ``tiny_eval.json``
    (both evaluations) and ``tiny_train_config.json`` next to it.
 
 Every step skips work already done (finished episodes, a finished run), so an interrupted run can simply be
@@ -78,12 +78,19 @@ def train(work: Path, mix: Path, steps: int, finetune_steps: int, batch_size: in
                        "optim.lr=3e-4", "optim.warmup_steps=50", "val_every=400")
 
 
+def shipped_checkpoint(run: Path) -> Path:
+    """The checkpoint that is evaluated and shipped: ``best.pt`` (lowest validation l2_moved) if the run
+    validated, else ``last.pt``."""
+    best = run / "best.pt"
+    return best if best.is_file() else run / "last.pt"
+
+
 def evaluate(run: Path, mix: Path, unseen: Path) -> dict:
     """Step 3: evaluation JSONs on the held-out test split and on the unseen robot."""
     results = {}
     for name, source, split in (("held_out_test", mix, "test"), ("unseen_robot", unseen, "all")):
         out = run / f"eval_{name}.json"
-        pointworld("eval", f"checkpoint={run / 'last.pt'}", f"data.sources=[{source}]", f"data.split={split}",
+        pointworld("eval", f"checkpoint={shipped_checkpoint(run)}", f"data.sources=[{source}]", f"data.split={split}",
                    f"out={out}")
         results[name] = json.loads(out.read_text())
     return results
@@ -91,7 +98,7 @@ def evaluate(run: Path, mix: Path, unseen: Path) -> dict:
 
 def ship(run: Path, results: dict) -> None:
     """Step 4: weights + normalization + config + data description + metrics into the package."""
-    ckpt = load_checkpoint(run / "last.pt")
+    ckpt = load_checkpoint(shipped_checkpoint(run))
     model = build_model(ckpt)
     metrics = {name: {"ratios": r["ratios"], "model": r["predictors"]["model"]["overall"]}
                for name, r in results.items()}

@@ -41,15 +41,16 @@ def test_eval_writes_every_metric_for_model_and_baselines(trained, data_dir, tmp
                "device=cpu"])
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "zero_motion" in printed and "rigid_follow" in printed
+    assert "zero_motion" in printed and "rigid_follow" in printed and "segment_follow" in printed
     results = json.loads(out.read_text())
-    assert set(results["predictors"]) == {"model", "zero_motion", "rigid_follow"}
+    assert set(results["predictors"]) == {"model", "zero_motion", "rigid_follow", "segment_follow"}
     for name in results["predictors"]:
         overall = results["predictors"][name]["overall"]
         for metric in ("l2", "l2_moved", "l2_static", "acc_1cm", "acc_2cm", "acc_5cm", "chamfer", "epe_per_step"):
             assert metric in overall, (name, metric)
         assert set(results["predictors"][name]["per_robot"]) == {"flying_gripper"}
-    assert "l2_moved_model_vs_zero_motion" in results["ratios"]
+    for baseline in ("zero_motion", "rigid_follow", "segment_follow"):
+        assert f"l2_moved_model_vs_{baseline}" in results["ratios"]
 
 
 def test_eval_of_a_corrupt_checkpoint_names_the_file(data_dir, tmp_path, capsys):
