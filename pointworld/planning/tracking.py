@@ -105,16 +105,44 @@ def _crop(points: torch.Tensor, around: torch.Tensor, margin_m: float, min_z_m: 
     return inside & (points[:, 2] >= min_z_m)
 
 
+def _overlap(moved: torch.Tensor, target: torch.Tensor, max_correspondence_m: float) -> float:
+    """Fraction of ``moved`` (P, 3) with a ``target`` (M, 3) point within ``max_correspondence_m``."""
+    if target.shape[0] == 0:
+        return 0.0
+    dist, _ = knn(moved[None], target[None], 1)
+    return float((dist[0, :, 0] <= max_correspondence_m).double().mean())
+
+
+def _icp(moved: torch.Tensor, cloud: torch.Tensor, max_correspondence_m: float, crop_margin_m: float,
+         min_z_m: float, iterations: int) -> tuple[torch.Tensor, float]:
+    """ICP of ``moved`` (P, 3) against ``cloud`` (N, 3) cropped around it (float64, m, world): the (4, 4)
+    correction and its fitness in [0, 1] (identity and the raw overlap when fewer than 3 points are in the
+    crop)."""
+    target = cloud[_crop(cloud, moved, crop_margin_m, min_z_m)]
+    if target.shape[0] < 3:
+        return torch.eye(4, dtype=torch.float64), _overlap(moved, target, max_correspondence_m)
+    src, dst = o3d.geometry.PointCloud(), o3d.geometry.PointCloud()
+    src.points, dst.points = o3d.utility.Vector3dVector(moved.numpy()), o3d.utility.Vector3dVector(target.numpy())
+    reg = o3d.pipelines.registration.registration_icp(
+        src, dst, max_correspondence_m, np.eye(4), o3d.pipelines.registration.TransformationEstimationPointToPoint(),
+        o3d.pipelines.registration.ICPConvergenceCriteria(max_iteration=iterations))
+    return torch.from_numpy(np.asarray(reg.transformation).copy()), float(reg.fitness)
+
+
 def track_selection(points0: torch.Tensor, T_est: torch.Tensor, cloud_points: torch.Tensor,
                     predicted_T: torch.Tensor | None = None, *, max_correspondence_m: float = 0.02,
                     crop_margin_m: float = 0.03, min_fitness: float = 0.3, min_z_m: float = -math.inf,
                     iterations: int = 30) -> torch.Tensor:
     """Track the motion of the selected goal points from camera observations alone.
 
-    The prior is ``predicted_T @ T_est`` (or ``T_est``); it is refined by Open3D point-to-point ICP of
-    the moved ``prior @ points0`` against the new observation cropped to their box grown by
-    ``crop_margin_m`` (and to z >= ``min_z_m``, to leave a supporting table out). The prior is kept if
-    fewer than 3 points fall in the crop or ICP matches fewer than ``min_fitness`` of the moved points.
+    Two hypotheses are tried: the predicted motion ``predicted_T @ T_est`` and "it did not move",
+    ``T_est`` (only the latter without ``predicted_T``). Each is refined by Open3D point-to-point ICP of
+    the moved ``hypothesis @ points0`` against the new observation cropped to their box grown by
+    ``crop_margin_m`` (and to z >= ``min_z_m``, to leave a supporting table out). The refinement with the
+    highest ICP fitness wins if it matches at least ``min_fitness`` of the moved points (ties go to the
+    prediction); otherwise the unrefined hypothesis with the larger overlap with the observation is kept
+    (again, ties to the prediction). A model's wrong prediction (an object predicted pushed that stayed)
+    therefore does not lose the object.
 
     Args:
         points0: (P, 3) the selected points at the first observation, m, world frame.
@@ -138,25 +166,26 @@ def track_selection(points0: torch.Tensor, T_est: torch.Tensor, cloud_points: to
     require_shape("cloud_points", require_floating("cloud_points", cloud_points), (None, 3), max_leading=0)
     if not 0.0 <= min_fitness <= 1.0:
         raise ValueError(f"min_fitness: expected a fraction in [0, 1], got {min_fitness!r}")
-    prior = T_est.to(torch.float64)
+    require_int("iterations", iterations, 1)
+    previous = T_est.detach().to("cpu", torch.float64)
+    hypotheses = [previous]
     if predicted_T is not None:
         check_rigid_transform("predicted_T", require_shape("predicted_T", predicted_T, (4, 4), max_leading=0))
-        prior = predicted_T.to(prior) @ prior
-    moved = transform_points(prior.cpu(), points0.detach().to("cpu", torch.float64))
-    if moved.shape[0] < 3:
-        return prior.to(T_est)
+        hypotheses.insert(0, predicted_T.detach().to(previous) @ previous)
+    p0 = points0.detach().to("cpu", torch.float64)
+    if p0.shape[0] < 3:
+        return hypotheses[0].to(T_est)
     cloud = cloud_points.detach().to("cpu", torch.float64)
-    target = cloud[_crop(cloud, moved, crop_margin_m, min_z_m)]
-    if target.shape[0] < 3:
-        return prior.to(T_est)
-    src, dst = o3d.geometry.PointCloud(), o3d.geometry.PointCloud()
-    src.points, dst.points = o3d.utility.Vector3dVector(moved.numpy()), o3d.utility.Vector3dVector(target.numpy())
-    reg = o3d.pipelines.registration.registration_icp(
-        src, dst, max_correspondence_m, np.eye(4), o3d.pipelines.registration.TransformationEstimationPointToPoint(),
-        o3d.pipelines.registration.ICPConvergenceCriteria(max_iteration=require_int("iterations", iterations, 1)))
-    if reg.fitness < min_fitness:
-        return prior.to(T_est)
-    return (torch.from_numpy(np.asarray(reg.transformation).copy()) @ prior.cpu()).to(T_est)
+    refined, raw = [], []
+    for prior in hypotheses:
+        moved = transform_points(prior, p0)
+        correction, fitness = _icp(moved, cloud, max_correspondence_m, crop_margin_m, min_z_m, iterations)
+        refined.append((fitness, correction @ prior))
+        raw.append(_overlap(moved, cloud[_crop(cloud, moved, max_correspondence_m, min_z_m)], max_correspondence_m))
+    best = max(range(len(hypotheses)), key=lambda i: (refined[i][0], -i))
+    if refined[best][0] >= min_fitness:
+        return refined[best][1].to(T_est)
+    return hypotheses[max(range(len(hypotheses)), key=lambda i: (raw[i], -i))].to(T_est)
 
 
 def tracked_goal(points: torch.Tensor, points0: torch.Tensor, T_new: torch.Tensor, T_goal_start: torch.Tensor,

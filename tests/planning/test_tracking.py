@@ -125,6 +125,29 @@ def test_track_selection_keeps_the_prior_without_overlap() -> None:
         track_selection(points0, T_est, cloud[:, :2])
 
 
+def test_track_selection_survives_a_wrong_prediction() -> None:
+    """A model predicted a 10 cm push (and a dive into the table) but the object stayed where it was last
+    seen: the "did not move" hypothesis wins and the object is not lost."""
+    gen = torch.Generator().manual_seed(4)
+    points0, T_true, cloud = tracking_scene(gen)
+    wrong = yaw_motion(0.3, (0.10, 0.05, -0.04))
+    T_new = track_selection(points0, T_true, cloud, wrong, min_z_m=0.004)
+    err = (transform_points(T_new, points0) - transform_points(T_true, points0)).norm(dim=-1).mean()
+    assert float(err) < 0.003
+    # only a sparse remnant of the object is seen (ICP cannot confirm either hypothesis): the hypothesis
+    # that overlaps the observation more, the unmoved one, is kept rather than the prediction
+    table = cloud[cloud[:, 2] < 1e-9]
+    remnant = transform_points(T_true, points0[:2])
+    kept = track_selection(points0, T_true, torch.cat([table, remnant]), wrong, min_z_m=0.004)
+    assert torch.equal(kept, T_true)
+    # a right prediction still wins over "did not move" (ties and better fits go to the prediction)
+    T_prev = yaw_motion(0.1, (0.02, 0.0, 0.0))
+    right = T_true @ torch.linalg.inv(T_prev)
+    T_new = track_selection(points0, T_prev, cloud, right, min_z_m=0.004)
+    err = (transform_points(T_new, points0) - transform_points(T_true, points0)).norm(dim=-1).mean()
+    assert float(err) < 0.003
+
+
 def test_tracked_goal_keeps_the_world_targets_of_the_first_observation() -> None:
     gen = torch.Generator().manual_seed(3)
     points0, T_new, _ = tracking_scene(gen)
