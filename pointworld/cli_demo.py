@@ -46,7 +46,7 @@ def _write_outputs(out: Path, start: Any, end: Any, first: dict, result: Any) ->
 def run_demo(cfg: DictConfig) -> int:
     """``pointworld demo``: one closed-loop episode; summary printed, visualizations under ``output_dir``."""
     from pointworld.capture.cloud import write_ply
-    from pointworld.planning.benchmark import TASK_SCENES
+    from pointworld.planning.benchmark import TASK_SCENES, check_gripper_tasks, task_planner
     from pointworld.planning.closed_loop import run_episode, table_observation
     from pointworld.planning.observation import observe_scene
     from pointworld.planning.planner import MPCPlanner
@@ -58,7 +58,8 @@ def run_demo(cfg: DictConfig) -> int:
     model = load_pretrained(str(cfg.checkpoint), device=str(cfg.device))
     task = TaskConfig(kind=str(cfg.task), cameras=CameraRigConfig(**cfg.cameras))
     env = TaskEnv(SceneConfig(robot=str(cfg.robot), **TASK_SCENES[str(cfg.task)]), task)
-    planner = MPCPlanner(env.robot, model, instantiate(cfg.planner), horizon=model.config.horizon)
+    planner_cfg = task_planner(instantiate(cfg.planner), str(cfg.task), check_gripper_tasks(cfg.gripper_tasks))
+    planner = MPCPlanner(env.robot, model, planner_cfg, horizon=model.config.horizon)
     env.reset(int(cfg.seed))
     start = env.observe()
     first: dict = {}

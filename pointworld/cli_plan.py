@@ -98,7 +98,8 @@ def run_benchmark_planning(cfg: DictConfig) -> int:
     config = BenchmarkConfig(tasks=raw["tasks"], robots=raw["robots"], models=raw["models"],
                              episodes=raw["episodes"], seed=raw["seed"], max_replans=raw["max_replans"],
                              horizon=raw["horizon"], planner=instantiate(cfg.planner),
-                             task=TaskConfig(cameras=CameraRigConfig(**raw["cameras"])))
+                             task=TaskConfig(cameras=CameraRigConfig(**raw["cameras"])),
+                             gripper_tasks=raw["gripper_tasks"])
     wants_model = {"learned", "segment_follow"} & set(config.models)  # segment_follow takes the model's settings
     model = load_pretrained(str(cfg.checkpoint), device=str(cfg.device)) if wants_model else None
     out = Path(str(cfg.out))

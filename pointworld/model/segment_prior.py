@@ -50,7 +50,7 @@ class SegmentFollowConfig:
     """
 
     link_radius_m: float = 0.035
-    contact_radius_m: float = 0.02
+    contact_radius_m: float = 0.01
     support_band_m: float = 0.01
     max_segment_extent_m: float = 0.4
     held_open_range: tuple[float, float] = (0.02, 0.9)

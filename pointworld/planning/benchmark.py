@@ -15,6 +15,9 @@ the task of the seed, observe, plan, execute ``execute_steps`` steps, re-observe
 Held-out objects: by default the push scenes contain only ``cross`` objects, a shape that never appears in
 the training split of our datasets (``generate``'s ``held_out_shapes``). Episode seeds start at ``seed``
 (1000 by default), away from the seeds that generated training data.
+
+The planner commands the gripper only on tasks in ``gripper_tasks`` (drawer and cloth by default); on a
+push the gripper holds its opening (:func:`task_planner`), the same for every model.
 """
 
 from __future__ import annotations
@@ -63,6 +66,9 @@ class BenchmarkConfig:
         observation: fusion of the simulated camera views into the planner's scene; None = default
             settings with the crop box over each scene's table (:func:`table_observation`).
         task: task settings (tolerances, goal ranges, cameras); ``kind`` is set per cell.
+        gripper_tasks: tasks on which the planner also commands the gripper (when
+            ``planner.action.gripper``); on the others the gripper holds its opening
+            (:func:`task_planner`).
     """
 
     tasks: tuple[str, ...] = ("push",)
@@ -75,8 +81,10 @@ class BenchmarkConfig:
     planner: PlannerConfig = field(default_factory=PlannerConfig)
     observation: ObservationConfig | None = None
     task: TaskConfig = field(default_factory=TaskConfig)
+    gripper_tasks: tuple[str, ...] = ("drawer", "cloth")
 
     def __post_init__(self) -> None:
+        self.gripper_tasks = check_gripper_tasks(self.gripper_tasks)
         for name, allowed in (("tasks", tuple(TASK_SCENES)), ("models", MODELS)):
             values = tuple(getattr(self, name))
             bad = [v for v in values if v not in allowed]
@@ -90,6 +98,25 @@ class BenchmarkConfig:
         require_int("seed", self.seed, 0)
         require_int("max_replans", self.max_replans, 1)
         require_int("horizon", self.horizon, 1)
+
+
+def check_gripper_tasks(gripper_tasks: Any) -> tuple[str, ...]:
+    """``gripper_tasks`` as a tuple of task kinds from :data:`TASK_SCENES` (may be empty)."""
+    values = tuple(gripper_tasks)
+    bad = [v for v in values if v not in TASK_SCENES]
+    if bad:
+        raise ValueError(f"gripper_tasks: expected task kinds from {tuple(TASK_SCENES)}, got {list(values)}")
+    return values
+
+
+def task_planner(planner: PlannerConfig, task: str, gripper_tasks: tuple[str, ...]) -> PlannerConfig:
+    """The planner settings for one task: ``planner`` unchanged for a task in ``gripper_tasks``, else with
+    ``action.gripper`` off (the gripper holds its opening). A push needs no grasp, and a free gripper
+    lets the planner exploit a model's grasp rule (a part-closed gripper "carrying" the object) that the
+    simulator does not reproduce."""
+    if task in gripper_tasks or not planner.action.gripper:
+        return planner
+    return dataclasses.replace(planner, action=dataclasses.replace(planner.action, gripper=False))
 
 
 def _predictor(model_name: str, env: TaskEnv, world_model: WorldModel | None) -> Any:
@@ -110,7 +137,8 @@ def run_cell(config: BenchmarkConfig, task: str, robot: str, model_name: str, wo
     scene = SceneConfig(robot=robot, **TASK_SCENES[task])
     env = TaskEnv(scene, dataclasses.replace(config.task, kind=task))
     horizon = world_model.config.horizon if world_model is not None else config.horizon
-    planner = MPCPlanner(env.robot, _predictor(model_name, env, world_model), config.planner, horizon=horizon)
+    planner = MPCPlanner(env.robot, _predictor(model_name, env, world_model),
+                         task_planner(config.planner, task, config.gripper_tasks), horizon=horizon)
     results = []
     for seed in range(config.seed, config.seed + config.episodes):
         result = run_episode(env, planner, seed, config.max_replans, config.observation)

@@ -71,6 +71,9 @@ def _scene(extra_boxes=()) -> tuple[SceneInput, dict[str, torch.Tensor]]:
     return scene, masks
 
 
+TWO_CM = SegmentFollowConfig(contact_radius_m=0.02)  # the geometry below is laid out for a 2 cm contact radius
+
+
 def _action(start: np.ndarray, direction: tuple[float, float, float], steps: int, gripper_open: float,
             K: int = 1) -> ActionInput:
     """A 3 x 3 patch of robot points starting at ``start`` (3,), moving STEP_M per step along ``direction``."""
@@ -132,7 +135,7 @@ def test_a_push_moves_the_touched_object_only_after_contact() -> None:
     scene, masks = _scene()
     T = 8  # robot patch starts 3.5 cm left of the cube's face (x = 0.07) and pushes along +x
     action = _action(np.array([0.035, 0.0, 0.0375]), (1.0, 0.0, 0.0), T, gripper_open=0.0)
-    disp = segment_follow(scene, action, SegmentFollowConfig())[0]  # (T, N, 3)
+    disp = segment_follow(scene, action, TWO_CM)[0]  # (T, N, 3)
     # contact once the patch (before the step) is within 2 cm: from the step starting at x = 0.055 (t = 3)
     expected_x = np.array([max(0, t - 2) * STEP_M for t in range(1, T + 1)])
     pushed = disp[:, masks["pushed"]]
@@ -140,6 +143,9 @@ def test_a_push_moves_the_touched_object_only_after_contact() -> None:
                                atol=1e-12)
     assert float(pushed[..., 1:].abs().max()) == 0.0
     assert float(disp[:, masks["table"] | masks["other"]].abs().max()) == 0.0
+    # the default 1 cm contact radius starts the same push one step later
+    late = segment_follow(scene, action, SegmentFollowConfig())[0, :, masks["pushed"], 0]
+    np.testing.assert_allclose(late[:, 0].numpy(), np.concatenate([[0.0], expected_x[:-1]]), atol=1e-12)
 
 
 @pytest.mark.parametrize("gripper_open, lifts", [(0.5, True), (0.0, False), (1.0, False)])
@@ -147,7 +153,7 @@ def test_only_a_holding_gripper_lifts(gripper_open: float, lifts: bool) -> None:
     scene, masks = _scene()
     T = 5  # patch already touching the cube's left face, moving up
     action = _action(np.array([0.06, 0.0, 0.0375]), (0.0, 0.0, 1.0), T, gripper_open=gripper_open)
-    z = segment_follow(scene, action, SegmentFollowConfig())[0, :, masks["pushed"], 2]
+    z = segment_follow(scene, action, TWO_CM)[0, :, masks["pushed"], 2]
     want = np.arange(1, T + 1) * STEP_M if lifts else np.zeros(T)
     np.testing.assert_allclose(z[:, 0].numpy(), want, atol=1e-12)
 

@@ -110,3 +110,32 @@ def test_segment_follow_model_takes_the_checkpoints_prior_settings():
     got = _predictor("segment_follow", None, model)
     assert isinstance(got, SegmentFollow) and got.config.link_radius_m == 0.05
     assert _predictor("segment_follow", None, None).config == SegmentFollowConfig()  # no checkpoint: defaults
+
+
+def test_push_plans_hold_the_gripper_and_grasp_tasks_command_it(monkeypatch):
+    """task_planner: a task outside gripper_tasks plans without gripper commands; the others keep them."""
+    from pointworld.planning.benchmark import BenchmarkConfig, task_planner
+    from pointworld.planning.planner import PlannerConfig
+
+    planner = PlannerConfig()
+    assert planner.action.gripper
+    push = task_planner(planner, "push", ("drawer", "cloth"))
+    assert not push.action.gripper and push.optimizer == planner.optimizer and push.costs == planner.costs
+    assert task_planner(planner, "drawer", ("drawer", "cloth")) is planner
+    assert task_planner(planner, "push", ("push",)) is planner
+    assert BenchmarkConfig(gripper_tasks=["drawer"]).gripper_tasks == ("drawer",)
+    with pytest.raises(ValueError, match="gripper_tasks"):
+        BenchmarkConfig(gripper_tasks=("stack",))
+
+    import pointworld.planning.benchmark as benchmark
+    seen = []
+
+    class Recorder(benchmark.MPCPlanner):
+        def __init__(self, robot, predictor, config, horizon):
+            seen.append(config.action.gripper)
+            super().__init__(robot, predictor, config, horizon)
+
+    monkeypatch.setattr(benchmark, "MPCPlanner", Recorder)
+    config = BenchmarkConfig(models=("zero_motion",), robots=("flying_gripper",), episodes=1, max_replans=1)
+    benchmark.run_cell(config, "push", "flying_gripper", "zero_motion", None)
+    assert seen == [False]
