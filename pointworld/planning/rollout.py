@@ -15,6 +15,7 @@ split is exact but the evaluation runs slightly slower than unsynchronised.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -108,6 +109,28 @@ def predict_candidates(predictor: object, context: object, traj: JointTrajectory
     return Prediction(torch.cat([p.displacement for p in parts]), torch.cat([p.log_var for p in parts]))
 
 
+def commanded_limits(q: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Joint limits for the joint-limit cost with the held joints left out (limits +-inf).
+
+    A held joint (a gripper that is not planned, a joint outside the action space) adds the same amount
+    to every candidate, which changes no choice but hides the other terms in the reported cost (a
+    gripper held open sits on its limit). :class:`CandidateEvaluator` passes the trajectories of the
+    all-low and all-high actions, so every evaluation of one plan uses the same limits.
+
+    Args:
+        q: (K, T+1, J) joint trajectories, rad or m (e.g. the probes above).
+        lower, upper: (J,) joint limits, same units.
+
+    Returns:
+        (lower, upper): (J,) each, ``-inf`` / ``+inf`` where ``q`` equals ``q[0, 0]`` at every step of
+        every trajectory.
+    """
+    held = (q == q[:1, :1]).flatten(0, 1).all(0)
+    lower, upper = lower.to(q), upper.to(q)
+    return (torch.where(held, torch.full_like(lower, -math.inf), lower),
+            torch.where(held, torch.full_like(upper, math.inf), upper))
+
+
 @dataclass
 class RolloutSetup:
     """What stays fixed while the candidates of one ``plan()`` call are evaluated.
@@ -145,6 +168,9 @@ class CandidateEvaluator:
                  static: torch.Tensor | None, clock: PhaseClock) -> None:
         self.setup, self.scene, self.q0, self.gripper0 = setup, scene, q0, gripper0
         self.goal, self.static, self.clock = goal, static, clock
+        low, high = setup.action_space.bounds(q0.dtype, q0.device)  # probe: every action at a bound
+        probe = setup.action_space.to_trajectory(q0, torch.stack([low, high])[:, None], gripper0).q
+        self.limits = commanded_limits(probe, setup.robot.lower, setup.robot.upper)
         cfg = setup.costs
         self.hook = callable(getattr(setup.predictor, "predict_joints", None))
         self.need_flow = (not self.hook or cfg.reach > 0
@@ -172,7 +198,7 @@ class CandidateEvaluator:
         clock.lap("model_s")
         robot_points = None if flow is None else flow.points
         costs, breakdown = total_cost(s.costs, self.scene.points[0], prediction, self.goal, actions, traj.q,
-                                      s.robot.lower, s.robot.upper, robot_points, self.static)
+                                      *self.limits, robot_points, self.static)
         clock.lap("cost_s")
         clock.evaluations += int(actions.shape[0])
         return Evaluation(costs, breakdown, prediction, traj, robot_points)

@@ -287,3 +287,29 @@ def test_end_effector_action_space(robot):
     first = spy.calls[0][0][0]
     torch.testing.assert_close(first[:, :6], q0_like()[:6].expand(4, -1), atol=1e-6, rtol=0)
     assert float(spy.calls[0][1][0, 0]) == 0.5
+
+
+def test_joint_limit_cost_leaves_out_joints_no_candidate_moves(robot):
+    """The finger of Q0 sits on its upper limit; held (gripper not planned) it adds nothing to the
+    joint-limit term, while a planned joint entering its band still does."""
+    from pointworld.planning.cost_terms import joint_limit_cost
+    from pointworld.planning.rollout import commanded_limits
+
+    scene, cluster, table = make_scene()
+    goal = translation_goal(scene.points[0], cluster, (0.08, 0.0, 0.0), keep_still=table)
+    planner = MPCPlanner(robot, ZeroMotion(), small_config(costs=CostConfig(joint_limit=1.0)), horizon=4)
+    result = planner.plan(scene, q0_like(), 1.0, goal)
+    assert result.breakdown["joint_limit"] == 0.0
+    planned = MPCPlanner(robot, ZeroMotion(), small_config(costs=CostConfig(joint_limit=1.0),
+                                                           action=ActionSpaceConfig(gripper=True)), horizon=4)
+    assert planned.plan(scene, q0_like(), 1.0, goal).breakdown["joint_limit"] > 0.0  # a commanded finger counts
+    q = q0_like().expand(3, 5, -1).clone()
+    q[1, 2:, 0] += 0.1  # joint 0 moves in one candidate
+    lower, upper = commanded_limits(q, robot.lower, robot.upper)
+    moved = torch.zeros(robot.num_joints, dtype=torch.bool)
+    moved[0] = True
+    assert torch.equal(lower[moved], robot.lower.to(q)[moved]) and torch.equal(upper[moved], robot.upper.to(q)[moved])
+    assert bool(torch.isinf(lower[~moved]).all() and torch.isinf(upper[~moved]).all())
+    full = joint_limit_cost(q, robot.lower, robot.upper, 0.05)
+    assert float(full.min()) > 0.9  # the finger on its limit, in every candidate
+    assert float(joint_limit_cost(q, lower, upper, 0.05).max()) == 0.0
