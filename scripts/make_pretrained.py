@@ -11,8 +11,9 @@ One command (``python scripts/make_pretrained.py --work /tmp/pretrained``) runs,
    prior switched on, so the network learns the correction to the prior;
 3. ``pointworld eval`` the result on the held-out test split and on the unseen robot (with the zero-motion,
    rigid-follow and segment-follow baselines);
-4. copies the weights of the best validated checkpoint (no optimizer state) to ``pointworld/checkpoints/tiny.pt`` with ``tiny_eval.json``
-   (both evaluations) and ``tiny_train_config.json`` next to it.
+4. copies the weights of the best validated checkpoint (no optimizer state) to
+   ``pointworld/checkpoints/tiny.pt`` with ``tiny_eval.json`` (both evaluations) and
+   ``tiny_train_config.json`` next to it.
 
 Every step skips work already done (finished episodes, a finished run), so an interrupted run can simply be
 started again. Use ``--steps`` / ``--episodes`` to make a quicker (weaker) model. It trains with the current

@@ -20,11 +20,11 @@ points, T future steps.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
+from pointworld.geometry.checks import require_positive
 from pointworld.geometry.neighbors import knn
 from pointworld.model.baselines import check_predictor_args
 from pointworld.model.inputs import ActionInput, Prediction, SceneInput
@@ -57,9 +57,7 @@ class SegmentFollowConfig:
 
     def __post_init__(self) -> None:
         for name in ("link_radius_m", "contact_radius_m", "support_band_m", "max_segment_extent_m"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < v < math.inf:
-                raise ValueError(f"{name}: expected a finite number > 0 m, got {v!r}")
+            setattr(self, name, require_positive(name, getattr(self, name)))
         r = tuple(self.held_open_range)
         if len(r) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in r) \
                 or not 0.0 <= r[0] < r[1]:

@@ -93,7 +93,8 @@ class WorldModel(nn.Module):
         self.robot_norm = FeatureNormalizer(ROBOT_POINT_CHANNELS)
         self.displacement_scale = DisplacementScale(T, config.scale_moving_threshold_m)
         self.encoder = PointTransformerV3(config.encoder)
-        step_channels = 2 * (T + 1) + 3 * T * (int(config.robot_motion_features) + int(config.segment_prior is not None))
+        per_step_motions = int(config.robot_motion_features) + int(config.segment_prior is not None)
+        step_channels = 2 * (T + 1) + 3 * T * per_step_motions
         self.scene_token = _mlp(self.encoder.out_channels + step_channels, C, C)
         self.robot_token = _mlp(ROBOT_POINT_CHANNELS, C, C)
         self.time_embedding = nn.Embedding(T + 1, C)

@@ -176,15 +176,16 @@ def track_selection(points0: torch.Tensor, T_est: torch.Tensor, cloud_points: to
     if p0.shape[0] < 3:
         return hypotheses[0].to(T_est)
     cloud = cloud_points.detach().to("cpu", torch.float64)
-    refined, raw = [], []
-    for prior in hypotheses:
-        moved = transform_points(prior, p0)
-        correction, fitness = _icp(moved, cloud, max_correspondence_m, crop_margin_m, min_z_m, iterations)
+    moved = [transform_points(prior, p0) for prior in hypotheses]
+    refined = []
+    for prior, m in zip(hypotheses, moved):
+        correction, fitness = _icp(m, cloud, max_correspondence_m, crop_margin_m, min_z_m, iterations)
         refined.append((fitness, correction @ prior))
-        raw.append(_overlap(moved, cloud[_crop(cloud, moved, max_correspondence_m, min_z_m)], max_correspondence_m))
     best = max(range(len(hypotheses)), key=lambda i: (refined[i][0], -i))
     if refined[best][0] >= min_fitness:
         return refined[best][1].to(T_est)
+    # no refinement is trusted: keep the hypothesis the observation overlaps more (ties to the prediction)
+    raw = [_overlap(m, cloud[_crop(cloud, m, max_correspondence_m, min_z_m)], max_correspondence_m) for m in moved]
     return hypotheses[max(range(len(hypotheses)), key=lambda i: (raw[i], -i))].to(T_est)
 
 
