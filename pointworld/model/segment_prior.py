@@ -10,10 +10,15 @@ already displaced position) moves, for that step, by the mean motion of the touc
 - vertically only while it is held: a touching gripper closed part way (``gripper_open`` strictly
   between ``held_open_range``), as around a grasped object; a free object is neither pressed into the
   support nor lifted by a push;
+- with ``push_only``, a touching point that does not hold the segment counts only while it moves
+  into the segment (a push, not a pull or a graze);
 - a segment larger than ``max_segment_extent_m`` (furniture, a wall, the merged clutter of a pile)
   never moves.
 
-No rotation and no momentum: a segment stops when the robot leaves it. Everything is batched over B
+A free segment moves as a rigid body pushed at the mean of its contact points (quasi-static
+sticking contact, :func:`push_twist`): a push through its centroid translates it with the pusher, an
+off-centre push turns it about the vertical and moves it less. No momentum: a segment stops when the
+robot leaves it. Everything is batched over B
 (one scene per action) and runs on the scene's device. Letters: B batch, N scene points, M robot
 points, T future steps.
 """
@@ -33,6 +38,7 @@ from pointworld.robot.flow import FEATURE_LAYOUT
 _HEIGHT_BIN_M = 0.005
 _UP_NORMAL_MIN = 0.9
 _NEIGHBOURS = 8
+_MIN_PIVOT_M = 0.005
 
 
 @dataclass
@@ -47,6 +53,13 @@ class SegmentFollowConfig:
         max_segment_extent_m: segments with a larger axis-aligned extent never move.
         held_open_range: (lo, hi): a touching robot point whose ``gripper_open`` lies strictly between
             them holds the segment (it then also follows vertical motion).
+        push_only: a touching robot point that does not hold the segment moves it only while its step
+            heads into it (positive component towards its nearest segment point): free objects are
+            pushed, never pulled or dragged along by a point sliding past. False: every touching point.
+        rotate: a free (not held) segment moves as a body pushed at its contact (:func:`push_twist`,
+            pivot length = mean horizontal distance of its points to their centroid): an off-centre
+            push turns it and moves its centre less than the pusher. False: it translates with the
+            pusher's mean step.
     """
 
     link_radius_m: float = 0.035
@@ -54,8 +67,13 @@ class SegmentFollowConfig:
     support_band_m: float = 0.01
     max_segment_extent_m: float = 0.4
     held_open_range: tuple[float, float] = (0.02, 0.9)
+    push_only: bool = True
+    rotate: bool = True
 
     def __post_init__(self) -> None:
+        for name in ("push_only", "rotate"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name}: expected a bool, got {type(getattr(self, name)).__name__}")
         for name in ("link_radius_m", "contact_radius_m", "support_band_m", "max_segment_extent_m"):
             setattr(self, name, require_positive(name, getattr(self, name)))
         r = tuple(self.held_open_range)
@@ -130,27 +148,90 @@ def _segment_extent(points: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     return torch.where(label >= 0, torch.gather(ext, 1, label.clamp_min(0)), 0.0)
 
 
-def _step_segments(cur: torch.Tensor, label: torch.Tensor, movable: torch.Tensor, robot: torch.Tensor,
-                   robot_prev: torch.Tensor, robot_mask: torch.Tensor, grip: torch.Tensor,
-                   config: SegmentFollowConfig) -> torch.Tensor:
-    """(B, N, 3) displacement increment of one step per segment root index (m, world frame).
+def _segment_frames(points: torch.Tensor, label: torch.Tensor, movable: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per segment root index: (B, N, 3) centroid of its movable points (m, world) and (B, N) their mean
+    horizontal distance to it (m), the push model's pivot length ``c`` (uniform support pressure)."""
+    B, N = label.shape
+    idx = label.clamp_min(0)
+    w = movable.to(points.dtype)
+    count = points.new_zeros((B, N)).scatter_add(1, idx, w).clamp_min(1.0)
+    centroid = points.new_zeros((B, N, 3)).scatter_add(1, idx[..., None].expand(B, N, 3), points * w[..., None])
+    centroid = centroid / count[..., None]
+    rel = points - torch.gather(centroid, 1, idx[..., None].expand(B, N, 3))
+    radius = torch.linalg.vector_norm(rel[..., :2], dim=-1) * w
+    return centroid, points.new_zeros((B, N)).scatter_add(1, idx, radius) / count
 
-    ``cur`` (B, N, 3) current scene positions, ``robot_prev`` / ``robot`` (B, M, 3) robot positions before
-    / after the step, ``robot_mask`` (B, M), ``grip`` (B, M) gripper_open after the step.
+
+def push_twist(step: torch.Tensor, contact: torch.Tensor, c: torch.Tensor,
+               max_turn_rad: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Planar motion of a pushed body under quasi-static sticking contact with an ellipsoidal limit
+    surface (the pusher and the body move together at the contact; the body turns about its centre).
+
+    Args:
+        step: (..., 2) pusher displacement over the step, m, world xy.
+        contact: (..., 2) contact point relative to the body's centre, m, world xy.
+        c: (...) pivot length (ratio of the largest friction moment to the largest friction force), m, > 0.
+        max_turn_rad: bound on the returned turn, rad.
+
+    Returns:
+        translation: (..., 2) displacement of the body's centre, m; equals ``step`` for a push through it.
+        turn: (...) rotation about the vertical through the centre, rad (counter-clockwise positive).
+    """
+    c2 = c.square()
+    rx, ry, ux, uy = contact[..., 0], contact[..., 1], step[..., 0], step[..., 1]
+    denom = c2 + rx.square() + ry.square()
+    vx = ((c2 + rx.square()) * ux + rx * ry * uy) / denom
+    vy = (rx * ry * ux + (c2 + ry.square()) * uy) / denom
+    turn = ((rx * vy - ry * vx) / c2).clamp(-max_turn_rad, max_turn_rad)
+    return torch.stack([vx, vy], -1), turn
+
+
+def _step_segments(cur: torch.Tensor, label: torch.Tensor, movable: torch.Tensor, centre: torch.Tensor,
+                   pivot: torch.Tensor, robot: torch.Tensor, robot_prev: torch.Tensor, robot_mask: torch.Tensor,
+                   grip: torch.Tensor, config: SegmentFollowConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Motion of each segment over one step, per segment root index: (B, N, 3) translation of its centre
+    (m, world) and (B, N) turn about the vertical through it (rad).
+
+    ``cur`` (B, N, 3) current scene positions, ``centre`` (B, N, 3) current segment centres and ``pivot``
+    (B, N) pivot lengths per root index, ``robot_prev`` / ``robot`` (B, M, 3) robot positions before /
+    after the step, ``robot_mask`` (B, M), ``grip`` (B, M) gripper_open after the step.
     """
     B, N = label.shape
     dist, idx = knn(robot_prev, cur, 1, movable)  # nearest movable scene point of each robot point
+    near = idx[..., 0].clamp_min(0)
     touch = robot_mask & (idx[..., 0] >= 0) & (dist[..., 0] <= config.contact_radius_m)
-    seg = torch.where(touch, torch.gather(label, 1, idx[..., 0].clamp_min(0)), 0)  # (B, M) touched root
-    w = touch.to(cur.dtype)
+    seg = torch.where(touch, torch.gather(label, 1, near), 0)  # (B, M) touched root
     lo, hi = config.held_open_range
-    held = (touch & (grip > lo) & (grip < hi)).to(cur.dtype)
-    total = cur.new_zeros((B, N, 3)).scatter_add(1, seg[..., None].expand(B, -1, 3),
-                                                 (robot - robot_prev) * w[..., None])
-    count = cur.new_zeros((B, N)).scatter_add(1, seg, w)
-    n_held = cur.new_zeros((B, N)).scatter_add(1, seg, held)
-    step = total / count.clamp_min(1.0)[..., None]
-    return torch.cat([step[..., :2], torch.where(n_held > 0, step[..., 2], 0.0)[..., None]], -1)
+    holds = touch & (grip > lo) & (grip < hi)
+    nearest = torch.gather(cur, 1, near[..., None].expand(-1, -1, 3))
+    if config.push_only:
+        heading = ((robot - robot_prev) * (nearest - robot_prev)).sum(-1) > 0
+        touch = touch & (heading | holds)
+    w = touch.to(cur.dtype)[..., None]
+    seg3 = seg[..., None].expand(B, -1, 3)
+    count = cur.new_zeros((B, N)).scatter_add(1, seg, w[..., 0]).clamp_min(1.0)[..., None]
+    step = cur.new_zeros((B, N, 3)).scatter_add(1, seg3, (robot - robot_prev) * w) / count
+    contact = cur.new_zeros((B, N, 3)).scatter_add(1, seg3, nearest * w) / count - centre
+    held = cur.new_zeros((B, N)).scatter_add(1, seg, holds.to(cur.dtype)) > 0
+    turn = cur.new_zeros((B, N))
+    move = step.clone()
+    if config.rotate:
+        planar, turn = push_twist(step[..., :2], contact[..., :2], pivot.clamp_min(_MIN_PIVOT_M))
+        move[..., :2] = torch.where(held[..., None], step[..., :2], planar)
+        turn = torch.where(held, 0.0, turn)
+    move[..., 2] = torch.where(held, step[..., 2], 0.0)
+    return move, turn
+
+
+def _posed(points: torch.Tensor, centre0: torch.Tensor, shift: torch.Tensor, yaw: torch.Tensor) -> torch.Tensor:
+    """(B, N, 3) points turned by ``yaw`` (B, N) rad about the vertical through ``centre0`` (B, N, 3), then
+    shifted by ``shift`` (B, N, 3), m (all per point)."""
+    rel = points - centre0
+    cos, sin = torch.cos(yaw), torch.sin(yaw)
+    x = cos * rel[..., 0] - sin * rel[..., 1]
+    y = sin * rel[..., 0] + cos * rel[..., 1]
+    return centre0 + torch.stack([x, y, rel[..., 2]], -1) + shift
 
 
 def segment_follow(scene: SceneInput, action: ActionInput, config: SegmentFollowConfig) -> torch.Tensor:
@@ -172,18 +253,26 @@ def segment_follow(scene: SceneInput, action: ActionInput, config: SegmentFollow
         valid = scene.mask & ~support_mask(pts, scene.normals, scene.mask, config.support_band_m)
         label = connected_segments(pts, valid, config.link_radius_m)
         movable = valid & (_segment_extent(pts, label) <= config.max_segment_extent_m)
+        centre0, pivot = _segment_frames(pts, label, movable)
         if scene.batch_size != K:
-            pts, label, movable = (x.expand((K,) + tuple(x.shape[1:])) for x in (pts, label, movable))
+            pts, label, movable, centre0, pivot = (x.expand((K,) + tuple(x.shape[1:]))
+                                                   for x in (pts, label, movable, centre0, pivot))
         robot = action.points.to(pts.dtype)
         grip = action.flow[..., FEATURE_LAYOUT["gripper_open"]][..., 0].to(pts.dtype)
-        where = label.clamp_min(0)[..., None].expand(-1, -1, 3)
-        root = pts.new_zeros((K,) + tuple(pts.shape[1:]))  # accumulated displacement per segment root
+        root = label.clamp_min(0)
+        root3 = root[..., None].expand(-1, -1, 3)
+        at_point = torch.gather(centre0, 1, root3)
+        shift = pts.new_zeros((K,) + tuple(pts.shape[1:]))  # per segment root: centre translation, m
+        yaw = pts.new_zeros(root.shape)  # per segment root: turn about the vertical, rad
         out = []
         for t in range(1, T + 1):
-            disp = torch.where(movable[..., None], torch.gather(root, 1, where), 0.0)
-            root = root + _step_segments(pts + disp, label, movable, robot[:, t], robot[:, t - 1].contiguous(),
-                                         action.mask, grip[:, t], config)
-            out.append(torch.where(movable[..., None], torch.gather(root, 1, where), 0.0))
+            cur = _posed(pts, at_point, torch.gather(shift, 1, root3), torch.gather(yaw, 1, root))
+            cur = torch.where(movable[..., None], cur, pts)
+            move, turn = _step_segments(cur, label, movable, centre0 + shift, pivot, robot[:, t],
+                                        robot[:, t - 1].contiguous(), action.mask, grip[:, t], config)
+            shift, yaw = shift + move, yaw + turn
+            moved = _posed(pts, at_point, torch.gather(shift, 1, root3), torch.gather(yaw, 1, root))
+            out.append(torch.where(movable[..., None], moved - pts, 0.0))
     return torch.stack(out, 1)
 
 

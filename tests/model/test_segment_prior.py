@@ -15,6 +15,7 @@ from pointworld.model.segment_prior import (
     SegmentFollow,
     SegmentFollowConfig,
     connected_segments,
+    push_twist,
     segment_follow,
     support_mask,
 )
@@ -141,7 +142,7 @@ def test_a_push_moves_the_touched_object_only_after_contact() -> None:
     pushed = disp[:, masks["pushed"]]
     np.testing.assert_allclose(pushed[..., 0].numpy(), np.repeat(expected_x[:, None], pushed.shape[1], 1),
                                atol=1e-12)
-    assert float(pushed[..., 1:].abs().max()) == 0.0
+    assert float(pushed[..., 1:].abs().max()) < 1e-12  # a push through the centre: no turn
     assert float(disp[:, masks["table"] | masks["other"]].abs().max()) == 0.0
     # the default 1 cm contact radius starts the same push one step later
     late = segment_follow(scene, action, SegmentFollowConfig())[0, :, masks["pushed"], 0]
@@ -184,6 +185,61 @@ def test_one_scene_is_shared_by_k_actions_and_predictor_shapes() -> None:
 def test_config_rejects_bad_values(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field):
         SegmentFollowConfig(**{field: value})
+
+
+@pytest.mark.parametrize("field", ["push_only", "rotate"])
+def test_config_rejects_non_bool_switches(field: str) -> None:
+    with pytest.raises(TypeError, match=field):
+        SegmentFollowConfig(**{field: 1})
+
+
+def test_push_twist_solves_the_sticking_contact_on_an_ellipsoidal_limit_surface() -> None:
+    """Independent check: on the limit surface the twist is lambda * (f_x, f_y, m / c^2) for the contact
+    force f at r (m = r x f), and sticking means the body's velocity at r equals the pusher's."""
+    rng = np.random.default_rng(3)
+    step, contact = rng.normal(scale=0.01, size=(50, 2)), rng.normal(scale=0.04, size=(50, 2))
+    c = rng.uniform(0.01, 0.05, size=50)
+    got_v, got_w = push_twist(torch.from_numpy(step), torch.from_numpy(contact), torch.from_numpy(c), 10.0)
+    for i in range(50):
+        (rx, ry), c2 = contact[i], c[i] ** 2
+        # body velocity at r: v + w z x r, with (v, w) = (g, (rx g_y - ry g_x) / c2) for g = lambda f
+        A = np.array([[1 + ry * ry / c2, -rx * ry / c2], [-rx * ry / c2, 1 + rx * rx / c2]])
+        g = np.linalg.solve(A, step[i])
+        np.testing.assert_allclose(got_v[i].numpy(), g, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(float(got_w[i]), (rx * g[1] - ry * g[0]) / c2, rtol=0, atol=1e-10)
+    centred_v, centred_w = push_twist(torch.tensor([[0.01, 0.0]]), torch.tensor([[-0.03, 0.0]]), torch.tensor([0.02]))
+    assert torch.allclose(centred_v, torch.tensor([[0.01, 0.0]])) and float(centred_w.abs()) == 0.0
+    _, bounded = push_twist(torch.tensor([[0.05, 0.0]]), torch.tensor([[0.0, 0.1]]), torch.tensor([0.001]), 0.2)
+    assert float(bounded) == pytest.approx(-0.2)
+
+
+def test_an_off_centre_push_turns_the_object_rigidly() -> None:
+    scene, masks = _scene()
+    T = 6  # the patch, centred 2 cm off the cube's axis, touches its left face from the first step
+    action = _action(np.array([0.065, 0.02, 0.0375]), (1.0, 0.0, 0.0), T, gripper_open=0.0)
+    disp = segment_follow(scene, action, TWO_CM)[0]
+    p0 = scene.points[0, masks["pushed"]]
+    p1 = p0 + disp[-1, masks["pushed"]]
+    def pairwise(p: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.vector_norm(p[:, None] - p[None], dim=-1)
+
+    torch.testing.assert_close(pairwise(p1), pairwise(p0), rtol=0, atol=1e-12)  # a rigid motion
+    R = np.linalg.svd(((p1 - p1.mean(0)).T @ (p0 - p0.mean(0))).numpy())  # Kabsch: rotation p0 -> p1
+    rot = R[0] @ R[2]
+    yaw = np.arctan2(rot[1, 0], rot[0, 0])
+    assert yaw < -0.05  # pushed along +x on its +y side: clockwise seen from above
+    centre = float((p1.mean(0) - p0.mean(0))[0])
+    assert 0.0 < centre < T * STEP_M  # the centre moves, but less than the pusher
+    straight = segment_follow(scene, action, dataclasses.replace(TWO_CM, rotate=False))[0, -1, masks["pushed"]]
+    torch.testing.assert_close(straight[:, 0], torch.full_like(straight[:, 0], T * STEP_M), rtol=0, atol=1e-12)
+
+
+def test_a_free_object_is_pushed_but_never_pulled() -> None:
+    scene, masks = _scene()
+    action = _action(np.array([0.065, 0.0, 0.0375]), (-1.0, 0.0, 0.0), 4, gripper_open=0.0)  # moving away
+    assert float(segment_follow(scene, action, TWO_CM)[:, :, masks["pushed"]].abs().max()) == 0.0
+    pulled = segment_follow(scene, action, dataclasses.replace(TWO_CM, push_only=False))[0, :, masks["pushed"], 0]
+    assert float(pulled[-1].max()) < 0.0  # without push_only, the retreating patch drags the cube along
 
 
 def test_world_model_adds_the_prior_to_the_network_output() -> None:
