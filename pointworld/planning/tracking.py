@@ -26,6 +26,7 @@ import torch
 from pointworld.errors import EmptyCloudError
 from pointworld.geometry.checks import (
     require_dtype,
+    require_positive,
     require_floating,
     require_int,
     require_shape,
@@ -34,8 +35,10 @@ from pointworld.geometry.neighbors import knn
 from pointworld.geometry.se3 import (
     check_rigid_transform,
     invert_transform,
+    make_transform,
     transform_points,
 )
+from pointworld.model.segment_prior import connected_segments
 from pointworld.planning.goals import PointGoal, rigid_goal
 from pointworld.robot.kinematics import forward_kinematics
 from pointworld.robot.model import Robot
@@ -113,7 +116,7 @@ def _overlap(moved: torch.Tensor, target: torch.Tensor, max_correspondence_m: fl
     return float((dist[0, :, 0] <= max_correspondence_m).double().mean())
 
 
-def _icp(moved: torch.Tensor, cloud: torch.Tensor, max_correspondence_m: float, crop_margin_m: float,
+def _icp(moved: torch.Tensor, cloud: torch.Tensor, *, max_correspondence_m: float, crop_margin_m: float,
          min_z_m: float, iterations: int) -> tuple[torch.Tensor, float]:
     """ICP of ``moved`` (P, 3) against ``cloud`` (N, 3) cropped around it (float64, m, world): the (4, 4)
     correction and its fitness in [0, 1] (identity and the raw overlap when fewer than 3 points are in the
@@ -129,20 +132,61 @@ def _icp(moved: torch.Tensor, cloud: torch.Tensor, max_correspondence_m: float, 
     return torch.from_numpy(np.asarray(reg.transformation).copy()), float(reg.fitness)
 
 
+_RELOCALIZE_YAWS_RAD = (0.0, 0.4, -0.4)
+_CONFIDENT_FITNESS = 0.9  # below this best hypothesis fitness, the selection is also re-detected
+_FITNESS_TIE = 0.05
+_SEGMENT_LINK_M = 0.02
+
+
+def _relocalize(p0: torch.Tensor, hypotheses: list[torch.Tensor], cloud: torch.Tensor, search_radius_m: float,
+                min_z_m: float, icp: dict) -> list[tuple[float, float, torch.Tensor]]:
+    """Re-detect the selection among the observed segments near the hypotheses' positions.
+
+    ``cloud`` (N, 3) above ``min_z_m`` is split into connected segments (links of 2 cm); each segment
+    with at least a quarter as many points as ``p0`` (P, 3) and its centroid within ``search_radius_m``
+    of a hypothesis's centroid gives candidates: ``hypotheses[0] @ p0`` turned by 0 and +-0.4 rad about
+    the vertical and shifted onto the segment's centroid, each refined by ICP. Returns (fitness, distance
+    of the refined centroid to the first hypothesis's, m, refined (4, 4) motion) per candidate."""
+    above = cloud[cloud[:, 2] >= min_z_m]
+    if above.shape[0] < 3:
+        return []
+    label = connected_segments(above[None], torch.ones(1, above.shape[0], dtype=torch.bool), _SEGMENT_LINK_M)[0]
+    roots, counts = torch.unique(label, return_counts=True)
+    centres = torch.stack([transform_points(T, p0).mean(0) for T in hypotheses])
+    out = []
+    for root in roots[counts >= max(3, p0.shape[0] // 4)]:
+        centre = above[label == root].mean(0)
+        if float((centres - centre).norm(dim=-1).min()) > search_radius_m:
+            continue
+        moved_centre = centres[0]
+        for yaw in _RELOCALIZE_YAWS_RAD:
+            c, s_ = math.cos(yaw), math.sin(yaw)
+            R = torch.tensor([[c, -s_, 0.0], [s_, c, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+            T = make_transform(R, centre - R @ moved_centre) @ hypotheses[0]
+            correction, fitness = _icp(transform_points(T, p0), cloud, **icp)
+            refined = correction @ T
+            out.append((fitness, float((transform_points(refined, p0).mean(0) - moved_centre).norm()), refined))
+    return out
+
+
 def track_selection(points0: torch.Tensor, T_est: torch.Tensor, cloud_points: torch.Tensor,
                     predicted_T: torch.Tensor | None = None, *, max_correspondence_m: float = 0.02,
                     crop_margin_m: float = 0.03, min_fitness: float = 0.3, min_z_m: float = -math.inf,
-                    iterations: int = 30) -> torch.Tensor:
+                    iterations: int = 30, search_radius_m: float = 0.15) -> torch.Tensor:
     """Track the motion of the selected goal points from camera observations alone.
 
     Two hypotheses are tried: the predicted motion ``predicted_T @ T_est`` and "it did not move",
     ``T_est`` (only the latter without ``predicted_T``). Each is refined by Open3D point-to-point ICP of
     the moved ``hypothesis @ points0`` against the new observation cropped to their box grown by
-    ``crop_margin_m`` (and to z >= ``min_z_m``, to leave a supporting table out). The refinement with the
-    highest ICP fitness wins if it matches at least ``min_fitness`` of the moved points (ties go to the
-    prediction); otherwise the unrefined hypothesis with the larger overlap with the observation is kept
-    (again, ties to the prediction). A model's wrong prediction (an object predicted pushed that stayed)
-    therefore does not lose the object.
+    ``crop_margin_m`` (and to z >= ``min_z_m``, to leave a supporting table out). When neither matches
+    90% of its points, the selection is also re-detected: the observation above ``min_z_m`` is split
+    into connected segments, and the predicted points are moved onto each segment near either
+    hypothesis (centroid within ``search_radius_m``; also turned by +-0.4 rad) and refined by ICP. Of
+    all refinements, those within 0.05 of the highest ICP fitness compete, and the one ending closest
+    to the prediction wins, if that fitness reaches ``min_fitness``. Otherwise the unrefined hypothesis
+    with the larger overlap with the observation is kept (ties to the prediction). A model's wrong
+    prediction (an object predicted pushed that stayed, or pushed elsewhere) therefore does not lose
+    the object.
 
     Args:
         points0: (P, 3) the selected points at the first observation, m, world frame.
@@ -156,6 +200,7 @@ def track_selection(points0: torch.Tensor, T_est: torch.Tensor, cloud_points: to
         min_fitness: minimum fraction of moved points with an ICP correspondence, in [0, 1].
         min_z_m: lowest z of the crop, m.
         iterations: ICP iterations.
+        search_radius_m: how far from the hypotheses a re-detected segment's centroid may lie, m.
 
     Returns:
         (4, 4) ``T_new``: motion from the first observation to the new one (p_new = T_new @ p0),
@@ -167,6 +212,7 @@ def track_selection(points0: torch.Tensor, T_est: torch.Tensor, cloud_points: to
     if not 0.0 <= min_fitness <= 1.0:
         raise ValueError(f"min_fitness: expected a fraction in [0, 1], got {min_fitness!r}")
     require_int("iterations", iterations, 1)
+    require_positive("search_radius_m", search_radius_m)
     previous = T_est.detach().to("cpu", torch.float64)
     hypotheses = [previous]
     if predicted_T is not None:
@@ -177,13 +223,19 @@ def track_selection(points0: torch.Tensor, T_est: torch.Tensor, cloud_points: to
         return hypotheses[0].to(T_est)
     cloud = cloud_points.detach().to("cpu", torch.float64)
     moved = [transform_points(prior, p0) for prior in hypotheses]
+    icp = {"max_correspondence_m": max_correspondence_m, "crop_margin_m": crop_margin_m, "min_z_m": min_z_m,
+           "iterations": iterations}
+    centre = moved[0].mean(0)
     refined = []
     for prior, m in zip(hypotheses, moved):
-        correction, fitness = _icp(m, cloud, max_correspondence_m, crop_margin_m, min_z_m, iterations)
-        refined.append((fitness, correction @ prior))
-    best = max(range(len(hypotheses)), key=lambda i: (refined[i][0], -i))
-    if refined[best][0] >= min_fitness:
-        return refined[best][1].to(T_est)
+        correction, fitness = _icp(m, cloud, **icp)
+        T = correction @ prior
+        refined.append((fitness, float((transform_points(T, p0).mean(0) - centre).norm()), T))
+    if max(r[0] for r in refined) < _CONFIDENT_FITNESS:
+        refined += _relocalize(p0, hypotheses, cloud, search_radius_m, min_z_m, icp)
+    top = max(r[0] for r in refined)
+    if top >= min_fitness:  # the best fits; among near-equal ones, the closest to the prediction
+        return min((r for r in refined if r[0] >= top - _FITNESS_TIE), key=lambda r: r[1])[2].to(T_est)
     # no refinement is trusted: keep the hypothesis the observation overlaps more (ties to the prediction)
     raw = [_overlap(m, cloud[_crop(cloud, m, max_correspondence_m, min_z_m)], max_correspondence_m) for m in moved]
     return hypotheses[max(range(len(hypotheses)), key=lambda i: (raw[i], -i))].to(T_est)
