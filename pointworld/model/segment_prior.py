@@ -60,6 +60,8 @@ class SegmentFollowConfig:
             pivot length = mean horizontal distance of its points to their centroid): an off-centre
             push turns it and moves its centre less than the pusher. False: it translates with the
             pusher's mean step.
+        pivot_scale: factor on that pivot length (a support pressure concentrated towards the rim, e.g.
+            on a few corners, resists turning more: > 1 turns less).
     """
 
     link_radius_m: float = 0.035
@@ -69,12 +71,13 @@ class SegmentFollowConfig:
     held_open_range: tuple[float, float] = (0.02, 0.9)
     push_only: bool = True
     rotate: bool = True
+    pivot_scale: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("push_only", "rotate"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name}: expected a bool, got {type(getattr(self, name)).__name__}")
-        for name in ("link_radius_m", "contact_radius_m", "support_band_m", "max_segment_extent_m"):
+        for name in ("link_radius_m", "contact_radius_m", "support_band_m", "max_segment_extent_m", "pivot_scale"):
             setattr(self, name, require_positive(name, getattr(self, name)))
         r = tuple(self.held_open_range)
         if len(r) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in r) \
@@ -217,7 +220,8 @@ def _step_segments(cur: torch.Tensor, label: torch.Tensor, movable: torch.Tensor
     turn = cur.new_zeros((B, N))
     move = step.clone()
     if config.rotate:
-        planar, turn = push_twist(step[..., :2], contact[..., :2], pivot.clamp_min(_MIN_PIVOT_M))
+        planar, turn = push_twist(step[..., :2], contact[..., :2],
+                                  (pivot * config.pivot_scale).clamp_min(_MIN_PIVOT_M))
         move[..., :2] = torch.where(held[..., None], step[..., :2], planar)
         turn = torch.where(held, 0.0, turn)
     move[..., 2] = torch.where(held, step[..., 2], 0.0)

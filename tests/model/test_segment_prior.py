@@ -181,7 +181,8 @@ def test_one_scene_is_shared_by_k_actions_and_predictor_shapes() -> None:
 
 @pytest.mark.parametrize("field, value", [("link_radius_m", 0.0), ("contact_radius_m", -1.0),
                                           ("support_band_m", float("nan")), ("max_segment_extent_m", True),
-                                          ("held_open_range", (0.5, 0.2)), ("held_open_range", (0.1,))])
+                                          ("held_open_range", (0.5, 0.2)), ("held_open_range", (0.1,)),
+                                          ("pivot_scale", 0.0)])
 def test_config_rejects_bad_values(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field):
         SegmentFollowConfig(**{field: value})
@@ -230,6 +231,8 @@ def test_an_off_centre_push_turns_the_object_rigidly() -> None:
     assert yaw < -0.05  # pushed along +x on its +y side: clockwise seen from above
     centre = float((p1.mean(0) - p0.mean(0))[0])
     assert 0.0 < centre < T * STEP_M  # the centre moves, but less than the pusher
+    stiff = segment_follow(scene, action, dataclasses.replace(TWO_CM, pivot_scale=3.0))[0, -1, masks["pushed"]]
+    assert 0.0 < float(stiff[:, 1].abs().max()) < float(disp[-1, masks["pushed"], 1].abs().max())  # turns less
     straight = segment_follow(scene, action, dataclasses.replace(TWO_CM, rotate=False))[0, -1, masks["pushed"]]
     torch.testing.assert_close(straight[:, 0], torch.full_like(straight[:, 0], T * STEP_M), rtol=0, atol=1e-12)
 
