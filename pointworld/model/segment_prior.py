@@ -18,9 +18,8 @@ already displaced position) moves, for that step, by the mean motion of the touc
 A free segment moves as a rigid body pushed at the mean of its contact points (quasi-static
 sticking contact, :func:`push_twist`): a push through its centroid translates it with the pusher, an
 off-centre push turns it about the vertical and moves it less. No momentum: a segment stops when the
-robot leaves it. Everything is batched over B
-(one scene per action) and runs on the scene's device. Letters: B batch, N scene points, M robot
-points, T future steps.
+robot leaves it. Everything is batched over B (one scene per action) and runs on the scene's device.
+Letters: B batch, N scene points, M robot points, T future steps.
 """
 
 from __future__ import annotations
