@@ -145,28 +145,34 @@ def _relocalize(p0: torch.Tensor, hypotheses: list[torch.Tensor], cloud: torch.T
     ``cloud`` (N, 3) above ``min_z_m`` is split into connected segments (links of 2 cm); each segment
     with at least a quarter as many points as ``p0`` (P, 3) and its centroid within ``search_radius_m``
     of a hypothesis's centroid gives candidates: ``hypotheses[0] @ p0`` turned by 0 and +-0.4 rad about
-    the vertical and shifted onto the segment's centroid, each refined by ICP. Returns (fitness, distance
-    of the refined centroid to the first hypothesis's, m, refined (4, 4) motion) per candidate."""
+    the vertical and shifted onto the segment's centroid, each refined by ICP. Returns (fitness, mean
+    point distance to ``hypotheses[0] @ p0``, m, refined (4, 4) motion) per candidate."""
     above = cloud[cloud[:, 2] >= min_z_m]
     if above.shape[0] < 3:
         return []
     label = connected_segments(above[None], torch.ones(1, above.shape[0], dtype=torch.bool), _SEGMENT_LINK_M)[0]
     roots, counts = torch.unique(label, return_counts=True)
+    predicted = transform_points(hypotheses[0], p0)
     centres = torch.stack([transform_points(T, p0).mean(0) for T in hypotheses])
     out = []
     for root in roots[counts >= max(3, p0.shape[0] // 4)]:
         centre = above[label == root].mean(0)
         if float((centres - centre).norm(dim=-1).min()) > search_radius_m:
             continue
-        moved_centre = centres[0]
+        moved_centre = centres[0]  # turn the prediction about its own centroid
         for yaw in _RELOCALIZE_YAWS_RAD:
             c, s_ = math.cos(yaw), math.sin(yaw)
             R = torch.tensor([[c, -s_, 0.0], [s_, c, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
             T = make_transform(R, centre - R @ moved_centre) @ hypotheses[0]
             correction, fitness = _icp(transform_points(T, p0), cloud, **icp)
             refined = correction @ T
-            out.append((fitness, float((transform_points(refined, p0).mean(0) - moved_centre).norm()), refined))
+            out.append((fitness, _mean_distance(refined, p0, predicted), refined))
     return out
+
+
+def _mean_distance(T: torch.Tensor, p0: torch.Tensor, reference: torch.Tensor) -> float:
+    """Mean distance (m) of ``T @ p0`` (P, 3) to ``reference`` (P, 3), point by point (turns count too)."""
+    return float((transform_points(T, p0) - reference).norm(dim=-1).mean())
 
 
 def track_selection(points0: torch.Tensor, T_est: torch.Tensor, cloud_points: torch.Tensor,
@@ -182,8 +188,9 @@ def track_selection(points0: torch.Tensor, T_est: torch.Tensor, cloud_points: to
     90% of its points, the selection is also re-detected: the observation above ``min_z_m`` is split
     into connected segments, and the predicted points are moved onto each segment near either
     hypothesis (centroid within ``search_radius_m``; also turned by +-0.4 rad) and refined by ICP. Of
-    all refinements, those within 0.05 of the highest ICP fitness compete, and the one ending closest
-    to the prediction wins, if that fitness reaches ``min_fitness``. Otherwise the unrefined hypothesis
+    all refinements, those within 0.05 of the highest ICP fitness compete, and the one whose points end
+    closest to the predicted points (mean distance, so a turn counts) wins, if that fitness reaches
+    ``min_fitness``. Otherwise the unrefined hypothesis
     with the larger overlap with the observation is kept (ties to the prediction). A model's wrong
     prediction (an object predicted pushed that stayed, or pushed elsewhere) therefore does not lose
     the object.
@@ -225,12 +232,11 @@ def track_selection(points0: torch.Tensor, T_est: torch.Tensor, cloud_points: to
     moved = [transform_points(prior, p0) for prior in hypotheses]
     icp = {"max_correspondence_m": max_correspondence_m, "crop_margin_m": crop_margin_m, "min_z_m": min_z_m,
            "iterations": iterations}
-    centre = moved[0].mean(0)
     refined = []
     for prior, m in zip(hypotheses, moved):
         correction, fitness = _icp(m, cloud, **icp)
         T = correction @ prior
-        refined.append((fitness, float((transform_points(T, p0).mean(0) - centre).norm()), T))
+        refined.append((fitness, _mean_distance(T, p0, moved[0]), T))
     if max(r[0] for r in refined) < _CONFIDENT_FITNESS:
         refined += _relocalize(p0, hypotheses, cloud, search_radius_m, min_z_m, icp)
     top = max(r[0] for r in refined)
