@@ -133,7 +133,6 @@ def _icp(moved: torch.Tensor, cloud: torch.Tensor, *, max_correspondence_m: floa
 
 
 _RELOCALIZE_YAWS_RAD = (0.0, 0.4, -0.4)
-_CONFIDENT_FITNESS = 0.9  # below this best hypothesis fitness, the selection is also re-detected
 _FITNESS_TIE = 0.05
 _SEGMENT_LINK_M = 0.02
 
@@ -184,16 +183,16 @@ def track_selection(points0: torch.Tensor, T_est: torch.Tensor, cloud_points: to
     Two hypotheses are tried: the predicted motion ``predicted_T @ T_est`` and "it did not move",
     ``T_est`` (only the latter without ``predicted_T``). Each is refined by Open3D point-to-point ICP of
     the moved ``hypothesis @ points0`` against the new observation cropped to their box grown by
-    ``crop_margin_m`` (and to z >= ``min_z_m``, to leave a supporting table out). When neither matches
-    90% of its points, the selection is also re-detected: the observation above ``min_z_m`` is split
-    into connected segments, and the predicted points are moved onto each segment near either
-    hypothesis (centroid within ``search_radius_m``; also turned by +-0.4 rad) and refined by ICP. Of
-    all refinements, those within 0.05 of the highest ICP fitness compete, and the one whose points end
-    closest to the predicted points (mean distance, so a turn counts) wins, if that fitness reaches
-    ``min_fitness``. Otherwise the unrefined hypothesis
-    with the larger overlap with the observation is kept (ties to the prediction). A model's wrong
-    prediction (an object predicted pushed that stayed, or pushed elsewhere) therefore does not lose
-    the object.
+    ``crop_margin_m`` (and to z >= ``min_z_m``, to leave a supporting table out). The refinement with the
+    highest ICP fitness wins if it matches at least ``min_fitness`` of the moved points (ties go to the
+    prediction). Otherwise the selection is re-detected: the observation above ``min_z_m`` is split into
+    connected segments, and the predicted points are moved onto each segment near either hypothesis
+    (centroid within ``search_radius_m``; also turned by +-0.4 rad) and refined by ICP. Of those
+    refinements that reach ``min_fitness``, the ones within 0.05 of the best fitness compete and the one
+    whose points end closest to the predicted points (mean distance, so a turn counts) wins. If none
+    does, the unrefined hypothesis with the larger overlap with the observation is kept (ties to the
+    prediction). A model's wrong prediction (an object predicted pushed that stayed, or pushed
+    elsewhere) therefore does not lose the object.
 
     Args:
         points0: (P, 3) the selected points at the first observation, m, world frame.
@@ -235,13 +234,14 @@ def track_selection(points0: torch.Tensor, T_est: torch.Tensor, cloud_points: to
     refined = []
     for prior, m in zip(hypotheses, moved):
         correction, fitness = _icp(m, cloud, **icp)
-        T = correction @ prior
-        refined.append((fitness, _mean_distance(T, p0, moved[0]), T))
-    if max(r[0] for r in refined) < _CONFIDENT_FITNESS:
-        refined += _relocalize(p0, hypotheses, cloud, search_radius_m, min_z_m, icp)
-    top = max(r[0] for r in refined)
-    if top >= min_fitness:  # the best fits; among near-equal ones, the closest to the prediction
-        return min((r for r in refined if r[0] >= top - _FITNESS_TIE), key=lambda r: r[1])[2].to(T_est)
+        refined.append((fitness, correction @ prior))
+    best = max(range(len(hypotheses)), key=lambda i: (refined[i][0], -i))
+    if refined[best][0] >= min_fitness:
+        return refined[best][1].to(T_est)
+    found = [c for c in _relocalize(p0, hypotheses, cloud, search_radius_m, min_z_m, icp) if c[0] >= min_fitness]
+    if found:  # the best fits; among near-equal ones, the closest to the prediction
+        top = max(c[0] for c in found)
+        return min((c for c in found if c[0] >= top - _FITNESS_TIE), key=lambda c: c[1])[2].to(T_est)
     # no refinement is trusted: keep the hypothesis the observation overlaps more (ties to the prediction)
     raw = [_overlap(m, cloud[_crop(cloud, m, max_correspondence_m, min_z_m)], max_correspondence_m) for m in moved]
     return hypotheses[max(range(len(hypotheses)), key=lambda i: (raw[i], -i))].to(T_est)
