@@ -267,15 +267,14 @@ def segment_follow(scene: SceneInput, action: ActionInput, config: SegmentFollow
         at_point = torch.gather(centre0, 1, root3)
         shift = pts.new_zeros((K,) + tuple(pts.shape[1:]))  # per segment root: centre translation, m
         yaw = pts.new_zeros(root.shape)  # per segment root: turn about the vertical, rad
-        out = []
+        cur, out = pts, []  # current positions; unmovable points stay where they are
         for t in range(1, T + 1):
-            cur = _posed(pts, at_point, torch.gather(shift, 1, root3), torch.gather(yaw, 1, root))
-            cur = torch.where(movable[..., None], cur, pts)
             move, turn = _step_segments(cur, label, movable, centre0 + shift, pivot, robot[:, t],
                                         robot[:, t - 1].contiguous(), action.mask, grip[:, t], config)
             shift, yaw = shift + move, yaw + turn
             moved = _posed(pts, at_point, torch.gather(shift, 1, root3), torch.gather(yaw, 1, root))
-            out.append(torch.where(movable[..., None], moved - pts, 0.0))
+            cur = torch.where(movable[..., None], moved, pts)
+            out.append(cur - pts)
     return torch.stack(out, 1)
 
 

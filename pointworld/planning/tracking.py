@@ -23,12 +23,13 @@ import numpy as np
 import open3d as o3d
 import torch
 
+from pointworld.data.augment import yaw_matrix
 from pointworld.errors import EmptyCloudError
 from pointworld.geometry.checks import (
     require_dtype,
-    require_positive,
     require_floating,
     require_int,
+    require_positive,
     require_shape,
 )
 from pointworld.geometry.neighbors import knn
@@ -158,11 +159,9 @@ def _relocalize(p0: torch.Tensor, hypotheses: list[torch.Tensor], cloud: torch.T
         centre = above[label == root].mean(0)
         if float((centres - centre).norm(dim=-1).min()) > search_radius_m:
             continue
-        moved_centre = centres[0]  # turn the prediction about its own centroid
-        for yaw in _RELOCALIZE_YAWS_RAD:
-            c, s_ = math.cos(yaw), math.sin(yaw)
-            R = torch.tensor([[c, -s_, 0.0], [s_, c, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
-            T = make_transform(R, centre - R @ moved_centre) @ hypotheses[0]
+        for yaw in _RELOCALIZE_YAWS_RAD:  # the prediction turned about its own centroid, onto the segment's
+            R = yaw_matrix(yaw)
+            T = make_transform(R, centre - R @ centres[0]) @ hypotheses[0]
             correction, fitness = _icp(transform_points(T, p0), cloud, **icp)
             refined = correction @ T
             out.append((fitness, _mean_distance(refined, p0, predicted), refined))
