@@ -1,8 +1,9 @@
 """Segment-follow flow: a non-learned guess of how the robot moves the objects it touches.
 
 The scene at t = 0 is split into segments: the support surface is found (the most populated height
-band among points whose normals point up) and removed, and the remaining points are grouped into
-connected components (neighbours within ``link_radius_m``). The robot's points are then stepped
+band among points whose normals point up) and removed with everything below it (the table's sides),
+and the remaining points are grouped into connected components (neighbours within
+``link_radius_m``). The robot's points are then stepped
 through the horizon; a segment that a robot point comes within ``contact_radius_m`` of (at its current,
 already displaced position) moves, for that step, by the mean motion of the touching robot points:
 
@@ -85,6 +86,31 @@ class SegmentFollowConfig:
         self.held_open_range = (float(r[0]), float(r[1]))
 
 
+def support_height(points: torch.Tensor, normals: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B,) height of the horizontal support surface (table top) of each scene, m (NaN without one).
+
+    Args:
+        points: (B, N, 3) scene points, m, world frame with +z up.
+        normals: (B, N, 3) unit normals (zeros where unknown), world frame.
+        mask: (B, N) bool, real points.
+
+    Returns:
+        (B,) centre of the most populated 5 mm height band among real points with an upward (or
+        downward: normals may be flipped) normal, m; NaN for a scene without such points.
+    """
+    up = mask & (normals[..., 2].abs() >= _UP_NORMAL_MIN)
+    z = points[..., 2]
+    out = points.new_full((points.shape[0],), float("nan"))
+    for b in range(points.shape[0]):
+        zs = z[b][up[b]]
+        if zs.numel() == 0:
+            continue
+        lo = zs.min()
+        counts = torch.bincount(((zs - lo) / _HEIGHT_BIN_M).long())
+        out[b] = lo + (counts.argmax().to(zs.dtype) + 0.5) * _HEIGHT_BIN_M
+    return out
+
+
 def support_mask(points: torch.Tensor, normals: torch.Tensor, mask: torch.Tensor,
                  band_m: float) -> torch.Tensor:
     """(B, N) bool: points of the horizontal support surface (table top) of each scene.
@@ -93,25 +119,25 @@ def support_mask(points: torch.Tensor, normals: torch.Tensor, mask: torch.Tensor
         points: (B, N, 3) scene points, m, world frame with +z up.
         normals: (B, N, 3) unit normals (zeros where unknown), world frame.
         mask: (B, N) bool, real points.
-        band_m: half-height of the support band around the estimated surface height, m.
+        band_m: half-height of the support band around :func:`support_height`, m.
 
     Returns:
         (B, N) bool, True for real points within ``band_m`` of the support height with an upward
         (or downward: normals may be flipped) normal. A scene without upward-facing points has none.
     """
     up = mask & (normals[..., 2].abs() >= _UP_NORMAL_MIN)
+    surface = support_height(points, normals, mask)
+    return up & ((points[..., 2] - surface[:, None]).abs() <= band_m)
+
+
+def object_mask(points: torch.Tensor, normals: torch.Tensor, mask: torch.Tensor, band_m: float) -> torch.Tensor:
+    """(B, N) bool: real points that may belong to an object standing on the support: neither the
+    support surface (:func:`support_mask`) nor more than ``band_m`` (m) below it (the table's sides and
+    legs, the floor). Arguments as in :func:`support_mask`; without a support, every real point."""
+    surface = support_height(points, normals, mask)[:, None]
+    up = normals[..., 2].abs() >= _UP_NORMAL_MIN
     z = points[..., 2]
-    out = torch.zeros_like(mask)
-    for b in range(points.shape[0]):
-        zs = z[b][up[b]]
-        if zs.numel() == 0:
-            continue
-        lo = zs.min()
-        bins = ((zs - lo) / _HEIGHT_BIN_M).long()
-        counts = torch.bincount(bins)
-        surface = lo + (counts.argmax().to(zs.dtype) + 0.5) * _HEIGHT_BIN_M
-        out[b] = up[b] & ((z[b] - surface).abs() <= band_m)
-    return out
+    return mask & ~(up & ((z - surface).abs() <= band_m)) & ~(z < surface - band_m)
 
 
 def connected_segments(points: torch.Tensor, valid: torch.Tensor, link_radius_m: float) -> torch.Tensor:
@@ -144,8 +170,9 @@ def _segment_extent(points: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     B, N = label.shape
     idx = label.clamp_min(0)[..., None].expand(B, N, 3)
     big = torch.finfo(points.dtype).max
-    hi = points.new_full((B, N, 3), -big).scatter_reduce(1, idx, points, "amax")
-    lo = points.new_full((B, N, 3), big).scatter_reduce(1, idx, points, "amin")
+    real = (label >= 0)[..., None]  # unlabelled points must not widen segment 0 (their clamped index)
+    hi = points.new_full((B, N, 3), -big).scatter_reduce(1, idx, torch.where(real, points, -big), "amax")
+    lo = points.new_full((B, N, 3), big).scatter_reduce(1, idx, torch.where(real, points, big), "amin")
     ext = (hi - lo).amax(-1).clamp_min(0.0)  # per root index
     return torch.where(label >= 0, torch.gather(ext, 1, label.clamp_min(0)), 0.0)
 
@@ -253,7 +280,7 @@ def segment_follow(scene: SceneInput, action: ActionInput, config: SegmentFollow
     K, T = action.batch_size, action.horizon
     pts = scene.points
     with torch.no_grad():
-        valid = scene.mask & ~support_mask(pts, scene.normals, scene.mask, config.support_band_m)
+        valid = object_mask(pts, scene.normals, scene.mask, config.support_band_m)
         label = connected_segments(pts, valid, config.link_radius_m)
         movable = valid & (_segment_extent(pts, label) <= config.max_segment_extent_m)
         centre0, pivot = _segment_frames(pts, label, movable)

@@ -166,6 +166,49 @@ def test_segments_larger_than_the_limit_never_move() -> None:
     assert float(segment_follow(scene, action, small).abs().max()) == 0.0
 
 
+def _reordered(scene: SceneInput, order: torch.Tensor) -> SceneInput:
+    return SceneInput(points=scene.points[:, order], colors=scene.colors[:, order],
+                      normals=scene.normals[:, order], mask=scene.mask[:, order])
+
+
+def test_an_object_listed_first_is_not_widened_by_the_support() -> None:
+    # the segment whose label is index 0 must not collect the extent of unlabelled (support) points
+    scene, masks = _scene()
+    order = torch.cat([torch.nonzero(masks["pushed"])[:, 0], torch.nonzero(~masks["pushed"])[:, 0]])
+    first = _reordered(scene, order)
+    action = _action(np.array([0.035, 0.0, 0.0375]), (1.0, 0.0, 0.0), 8, gripper_open=0.0)
+    want = segment_follow(scene, action, TWO_CM)[:, :, order]
+    torch.testing.assert_close(segment_follow(first, action, TWO_CM), want, rtol=0.0, atol=1e-12)
+    assert float(want[0, -1, :int(masks["pushed"].sum()), 0].min()) > 0.05
+
+
+def test_the_table_sides_do_not_join_objects_into_furniture() -> None:
+    # a cube at the table's edge, whose side (a row of points 1.25 cm below the top, horizontal normals)
+    # rings the table: linked through it, cube and ring would form one 0.6 m segment that never moves
+    scene, masks = _scene(extra_boxes=[((0.27, 0.0, 0.0375), 0.06)])
+    g, h = np.arange(-0.3, 0.3 + 1e-9, 0.015), np.array([-0.0125])
+    sides, normals = [], []
+    for axis in (0, 1):
+        for sign in (-1.0, 1.0):
+            u, z = np.meshgrid(g, h, indexing="ij")
+            p = np.stack([u.ravel(), u.ravel(), z.ravel()], -1)
+            p[:, axis] = sign * 0.3
+            n = np.zeros_like(p)
+            n[:, axis] = sign
+            sides.append(p)
+            normals.append(n)
+    n0, side = scene.points.shape[1], torch.from_numpy(np.concatenate(sides))[None]
+    pts = torch.cat([scene.points, side], 1)
+    ring = SceneInput(points=pts, colors=torch.zeros_like(pts), mask=torch.ones(pts.shape[:2], dtype=torch.bool),
+                      normals=torch.cat([scene.normals, torch.from_numpy(np.concatenate(normals))[None]], 1))
+    action = _action(np.array([0.205, 0.0, 0.0375]), (1.0, 0.0, 0.0), 4, gripper_open=0.0)
+    disp = segment_follow(ring, action, TWO_CM)[0]
+    cube = torch.cat([masks["extra0"], torch.zeros(side.shape[1], dtype=torch.bool)])
+    np.testing.assert_allclose(disp[:, cube, 0].numpy(), np.repeat([[0.0], [0.0], [STEP_M], [2 * STEP_M]],
+                                                                    int(cube.sum()), 1), atol=1e-12)
+    assert float(disp[:, n0:].abs().max()) == 0.0  # the table's sides stay
+
+
 def test_one_scene_is_shared_by_k_actions_and_predictor_shapes() -> None:
     scene, masks = _scene()
     action = _action(np.array([0.055, 0.0, 0.0375]), (1.0, 0.0, 0.0), 4, gripper_open=0.0, K=3)
