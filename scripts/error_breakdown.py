@@ -35,8 +35,12 @@ from torch.utils.data import DataLoader
 
 from pointworld.data.clip_dataset import ClipDataset, ClipDatasetConfig
 from pointworld.data.collate import ClipBatch, collate_clips
-from pointworld.model.segment_prior import (SegmentFollowConfig, connected_segments, object_mask,
-                                            segment_follow)
+from pointworld.model.segment_prior import (
+    SegmentFollowConfig,
+    connected_segments,
+    object_mask,
+    segment_follow,
+)
 from pointworld.planning.tracking import fit_rigid_transform
 from pointworld.train.checkpoint import build_model, load_checkpoint
 from pointworld.train.pretrained import PRETRAINED_PATH

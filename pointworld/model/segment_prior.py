@@ -13,7 +13,8 @@ already displaced position) moves, for that step, by the mean motion of the touc
   support nor lifted by a push;
 - with ``push_only``, a touching point that does not hold the segment counts only while it moves
   into the segment (a push, not a pull or a graze);
-- a segment larger than ``max_segment_extent_m`` (furniture, a wall, the merged clutter of a pile)
+- a segment larger than ``max_segment_extent_m`` (height, or the long side of its smallest-area footprint
+  rectangle, whatever its heading: furniture, a wall, the merged clutter of a pile)
   never moves.
 
 A free segment moves as a rigid body pushed at the mean of its contact points (quasi-static
@@ -39,6 +40,7 @@ _HEIGHT_BIN_M = 0.005
 _UP_NORMAL_MIN = 0.9
 _NEIGHBOURS = 8
 _MIN_PIVOT_M = 0.005
+_EXTENT_ANGLES = 12  # headings of the bounding rectangles tried by _segment_extent (every 7.5 deg)
 
 
 @dataclass
@@ -50,7 +52,7 @@ class SegmentFollowConfig:
         contact_radius_m: a robot point this close to a movable scene point touches its segment.
         support_band_m: half-height of the band around the support surface whose up-facing points are
             the support (never moved).
-        max_segment_extent_m: segments with a larger axis-aligned extent never move.
+        max_segment_extent_m: segments taller, or with a longer smallest-area footprint rectangle, never move.
         held_open_range: (lo, hi): a touching robot point whose ``gripper_open`` lies strictly between
             them holds the segment (it then also follows vertical motion).
         push_only: a touching robot point that does not hold the segment moves it only while its step
@@ -166,14 +168,23 @@ def connected_segments(points: torch.Tensor, valid: torch.Tensor, link_radius_m:
 
 
 def _segment_extent(points: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-    """(B, N) largest axis-aligned extent (m) of the segment of each point (0 for unlabelled)."""
-    B, N = label.shape
-    idx = label.clamp_min(0)[..., None].expand(B, N, 3)
-    big = torch.finfo(points.dtype).max
+    """(B, N) size (m) of the segment of each point (0 for unlabelled): the larger of its height and the
+    longer side of its smallest-area horizontal bounding rectangle (over ``_EXTENT_ANGLES`` headings), so
+    an object's size does not depend on how it is turned."""
     real = (label >= 0)[..., None]  # unlabelled points must not widen segment 0 (their clamped index)
-    hi = points.new_full((B, N, 3), -big).scatter_reduce(1, idx, torch.where(real, points, -big), "amax")
-    lo = points.new_full((B, N, 3), big).scatter_reduce(1, idx, torch.where(real, points, big), "amin")
-    ext = (hi - lo).amax(-1).clamp_min(0.0)  # per root index
+    angles = torch.arange(_EXTENT_ANGLES, dtype=points.dtype, device=points.device) * (torch.pi / 2 / _EXTENT_ANGLES)
+    u = points[..., :1] * torch.cos(angles) + points[..., 1:2] * torch.sin(angles)  # (B, N, A)
+    v = points[..., 1:2] * torch.cos(angles) - points[..., :1] * torch.sin(angles)
+    coords = torch.cat([u, v, points[..., 2:]], -1)  # (B, N, 2A + 1)
+    idx = label.clamp_min(0)[..., None].expand_as(coords)
+    big = torch.finfo(points.dtype).max
+    hi = torch.full_like(coords, -big).scatter_reduce(1, idx, torch.where(real, coords, -big), "amax")
+    lo = torch.full_like(coords, big).scatter_reduce(1, idx, torch.where(real, coords, big), "amin")
+    side = (hi - lo).clamp_min(0.0)  # per root index
+    su, sv = side[..., :_EXTENT_ANGLES], side[..., _EXTENT_ANGLES:-1]
+    best = (su * sv).argmin(-1, keepdim=True)  # the smallest-area rectangle
+    flat = torch.gather(torch.maximum(su, sv), -1, best)[..., 0]
+    ext = torch.maximum(flat, side[..., -1])
     return torch.where(label >= 0, torch.gather(ext, 1, label.clamp_min(0)), 0.0)
 
 

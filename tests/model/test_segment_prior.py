@@ -209,6 +209,28 @@ def test_the_table_sides_do_not_join_objects_into_furniture() -> None:
     assert float(disp[:, n0:].abs().max()) == 0.0  # the table's sides stay
 
 
+@pytest.mark.parametrize("yaw_deg", [0.0, 30.0, 45.0])
+def test_the_size_limit_does_not_depend_on_how_an_object_is_turned(yaw_deg: float) -> None:
+    # a 30 cm bar (five touching 6 cm cubes) turned by yaw about the vertical: its axis-aligned box is
+    # only 25.5 cm wide at 45 deg, but it is 30 cm long however it lies
+    bar = [_box((x, 0.0, 0.0375), 0.06) for x in np.arange(-0.12, 0.121, 0.06)]
+    yaw = np.radians(yaw_deg)
+    R = np.array([[np.cos(yaw), -np.sin(yaw), 0.0], [np.sin(yaw), np.cos(yaw), 0.0], [0.0, 0.0, 1.0]])
+    centre = np.array([-0.05, -0.18, 0.0])
+    pts = np.concatenate([p for p, _ in bar]) @ R.T + centre
+    nrm = np.concatenate([n for _, n in bar]) @ R.T
+    scene, _ = _scene()
+    n0 = scene.points.shape[1]
+    p = torch.cat([scene.points, torch.from_numpy(pts)[None]], 1)
+    both = SceneInput(points=p, colors=torch.zeros_like(p), mask=torch.ones(p.shape[:2], dtype=torch.bool),
+                      normals=torch.cat([scene.normals, torch.from_numpy(nrm)[None]], 1))
+    side = R @ np.array([0.0, -1.0, 0.0])  # the bar's long side faces -y before the turn
+    action = _action(centre + 0.05 * side + [0.0, 0.0, 0.0375], tuple(-side), 4, gripper_open=0.0)
+    for limit, moves in ((0.28, False), (0.33, True)):
+        disp = segment_follow(both, action, dataclasses.replace(TWO_CM, max_segment_extent_m=limit))[0]
+        assert (float(disp[-1, n0:].norm(dim=-1).min()) > 0.01) == moves, (limit, yaw_deg)
+
+
 def test_one_scene_is_shared_by_k_actions_and_predictor_shapes() -> None:
     scene, masks = _scene()
     action = _action(np.array([0.055, 0.0, 0.0375]), (1.0, 0.0, 0.0), 4, gripper_open=0.0, K=3)
