@@ -2,10 +2,10 @@
 
 The scene at t = 0 is split into segments: the support surface is found (the most populated height
 band among points whose normals point up) and removed with everything below it (the table's sides),
-and the remaining points are grouped into connected components (neighbours within
-``link_radius_m``). The robot's points are then stepped
-through the horizon; a segment that a robot point comes within ``contact_radius_m`` of (at its current,
-already displaced position) moves, for that step, by the mean motion of the touching robot points:
+and the remaining points are grouped into connected components (neighbours within ``link_radius_m``).
+The robot's points are then stepped through the horizon; a segment that a robot point comes within
+``contact_radius_m`` of (at its current, already displaced position) moves, for that step, by the mean
+motion of the touching robot points:
 
 - horizontally always (a push or a drag);
 - vertically only while it is held: a touching gripper closed part way (``gripper_open`` strictly
