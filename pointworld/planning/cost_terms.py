@@ -21,6 +21,7 @@ from pointworld.geometry.checks import (
     require_shape,
 )
 from pointworld.planning.goals import PointGoal
+from pointworld.planning.tracking import fit_rigid_transform
 
 
 def _mask(name: str, mask: torch.Tensor, n: int) -> torch.Tensor:
@@ -67,6 +68,35 @@ def goal_cost(points: torch.Tensor, displacement: torch.Tensor, goal: PointGoal,
     positions = start + displacement[:, :, indices]  # (K, T, P, 3)
     dist = torch.linalg.vector_norm(positions - targets.to(positions), dim=-1)  # (K, T, P)
     return terminal_weight * dist[:, -1].mean(-1) + running_weight * dist.mean((1, 2))
+
+
+def goal_turn_cost(points: torch.Tensor, displacement: torch.Tensor, goal: PointGoal) -> torch.Tensor:
+    """Angle between the goal points' predicted final orientation and the one their targets ask for.
+
+    Both orientations are the least-squares rigid fits (Kabsch) of the points at t = 0 onto, respectively,
+    their predicted positions at the last step and their targets; the cost is the angle of the rotation
+    between the two. The mean-distance :func:`goal_cost` prices a turn of a small object at only its
+    radius times the angle, so without this term a planner trades heading for position.
+
+    Args:
+        points: (N, 3) scene points at t = 0, m, world frame.
+        displacement: (K, T, N, 3) predicted displacement from t = 0, m, world frame.
+        goal: the selected points ``goal.indices`` (P,) and their targets ``goal.targets`` (P, 3), m, world.
+
+    Returns:
+        cost: (K,) rotation angle, rad, in [0, pi]; zeros when the goal has fewer than 3 points.
+    """
+    _displacement(displacement, points.shape[0])
+    K = displacement.shape[0]
+    indices = goal.indices.to(points.device)
+    if indices.shape[0] < 3:
+        return displacement.new_zeros(K)
+    start = points[indices].to(displacement.dtype)  # (P, 3)
+    final = start + displacement[:, -1, indices]  # (K, P, 3)
+    R_pred = fit_rigid_transform(start.expand_as(final), final)[..., :3, :3]
+    R_goal = fit_rigid_transform(start, goal.targets.to(start))[:3, :3]
+    cos = (torch.einsum("ij,kij->k", R_goal, R_pred) - 1.0) / 2.0  # trace(R_goal R_pred^T) = 1 + 2 cos
+    return torch.arccos(cos.clamp(-1.0, 1.0))
 
 
 def keep_still_cost(displacement: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

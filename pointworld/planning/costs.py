@@ -20,6 +20,8 @@ smoothness    squared second differences of the actions                      act
 uncertainty   mean predicted std of the goal points                          m            0.0
 reach         distance of the nearest robot point to a pre-contact point     m            0.5
               ``reach_standoff_m`` (0.03 m) behind the goal points
+goal_turn     angle between the goal points' predicted final orientation     rad          0.0
+              and the one their targets ask for (rigid fits)
 ============  =============================================================  ===========  =======
 
 With these weights 1 cm of goal error costs as much as 2 cm of reach distance; the reach term only
@@ -37,6 +39,7 @@ from pointworld.geometry.checks import require_floating, require_positive, requi
 from pointworld.model.inputs import Prediction
 from pointworld.planning.cost_terms import (
     goal_cost,
+    goal_turn_cost,
     joint_limit_cost,
     keep_still_cost,
     reach_cost,
@@ -49,7 +52,7 @@ from pointworld.planning.penetration import penetration_cost
 
 #: Names of the cost terms, in the order of :class:`CostConfig` and of the breakdown of :func:`total_cost`.
 TERMS: tuple[str, ...] = ("goal", "keep_still", "workspace", "penetration", "joint_limit", "smoothness",
-                          "uncertainty", "reach")
+                          "uncertainty", "reach", "goal_turn")
 
 
 @dataclass
@@ -71,6 +74,7 @@ class CostConfig:
     smoothness: float = 0.01
     uncertainty: float = 0.0
     reach: float = 0.5
+    goal_turn: float = 0.0
     workspace_low: tuple[float, float, float] | None = None
     workspace_high: tuple[float, float, float] | None = None
     penetration_margin_m: float = 0.01
@@ -143,6 +147,7 @@ def total_cost(config: CostConfig, points: torch.Tensor, prediction: Prediction,
         "reach": None if robot_points is None else
         lambda: reach_cost(robot_points, points[goal.indices.to(points.device)], goal.targets,
                            config.reach_standoff_m),
+        "goal_turn": lambda: goal_turn_cost(points, disp, goal),
     }
     costs = disp.new_zeros(K)
     breakdown: dict[str, torch.Tensor] = {}

@@ -7,8 +7,10 @@ import math
 import pytest
 import torch
 
+from pointworld.geometry.rotations import axis_angle_to_matrix
 from pointworld.planning.cost_terms import (
     goal_cost,
+    goal_turn_cost,
     joint_limit_cost,
     keep_still_cost,
     reach_cost,
@@ -213,3 +215,26 @@ def test_reach_cost_bad_input() -> None:
         reach_cost(robot, points, targets, min_push_m=0.0)
     with pytest.raises(ValueError, match="goal_points"):
         reach_cost(robot, points * math.nan, targets)
+
+
+def _turn(axis: list[float], angle: float) -> torch.Tensor:
+    a = torch.tensor(axis, dtype=DT)
+    return axis_angle_to_matrix(angle * a / a.norm())
+
+
+def test_goal_turn_cost_is_the_angle_between_predicted_and_wanted_orientation() -> None:
+    gen = torch.Generator().manual_seed(0)
+    points = torch.rand(12, 3, dtype=DT, generator=gen)
+    idx = torch.tensor([1, 4, 5, 7, 9])
+    centre = points[idx].mean(0)
+    goal_R, shift = _turn([0.0, 0.0, 1.0], 0.6), torch.tensor([0.2, -0.1, 0.0], dtype=DT)
+    goal = PointGoal(indices=idx, targets=(points[idx] - centre) @ goal_R.T + centre + shift)
+    # candidates: the goal turn exactly (any shift), 0.6 - 0.25 rad about z, and the goal turn then 0.4 rad about x
+    turns = [goal_R, _turn([0.0, 0.0, 1.0], 0.25), _turn([1.0, 0.0, 0.0], 0.4) @ goal_R]
+    disp = torch.zeros(3, 2, 12, 3, dtype=DT)
+    for k, R in enumerate(turns):
+        disp[k, -1] = (points - centre) @ R.T + centre - points + 0.05 * k
+    cost = goal_turn_cost(points, disp, goal)
+    torch.testing.assert_close(cost, torch.tensor([0.0, 0.35, 0.4], dtype=DT), atol=1e-6, rtol=0)
+    few = PointGoal(indices=idx[:2], targets=goal.targets[:2])  # no orientation from 2 points
+    assert goal_turn_cost(points, disp, few).tolist() == [0.0, 0.0, 0.0]

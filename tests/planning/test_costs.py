@@ -11,6 +11,7 @@ import torch
 from pointworld.model.inputs import Prediction
 from pointworld.planning.cost_terms import (
     goal_cost,
+    goal_turn_cost,
     joint_limit_cost,
     keep_still_cost,
     reach_cost,
@@ -53,7 +54,7 @@ def _total_inputs(gen: torch.Generator) -> dict:
     points[:10, 2] = 0.0
     keep = torch.zeros(N, dtype=torch.bool)
     keep[20:] = True
-    goal = _goal([12, 15], torch.rand(2, 3, dtype=DT, generator=gen), keep_still=keep)
+    goal = _goal([12, 15, 18], torch.rand(3, 3, dtype=DT, generator=gen), keep_still=keep)
     pred = Prediction(displacement=0.05 * torch.randn(K, T, N, 3, dtype=DT, generator=gen),
                       log_var=torch.randn(K, T, N, dtype=DT, generator=gen) - 6.0)
     robot = torch.rand(K, T + 1, M, 3, dtype=DT, generator=gen) * 1.2 - 0.1
@@ -66,12 +67,12 @@ def _total_inputs(gen: torch.Generator) -> dict:
 def test_total_cost_is_the_weighted_sum_of_the_terms() -> None:
     inputs = _total_inputs(torch.Generator().manual_seed(3))
     config = CostConfig(uncertainty=0.3, workspace_low=(0, 0, 0), workspace_high=(1, 1, 1),
-                        penetration_margin_m=0.2, joint_limit_margin=0.2)
+                        penetration_margin_m=0.2, joint_limit_margin=0.2, goal_turn=0.2)
     costs, breakdown = total_cost(config, **inputs)
     assert tuple(breakdown) == TERMS and costs.shape == (4,)
     disp, goal = inputs["prediction"].displacement, inputs["goal"]
     selected = torch.zeros(30, dtype=torch.bool)
-    selected[[12, 15]] = True
+    selected[[12, 15, 18]] = True
     expected = {
         "goal": goal_cost(inputs["points"], disp, goal, 1.0, 0.1),
         "keep_still": keep_still_cost(disp, goal.keep_still),
@@ -80,7 +81,8 @@ def test_total_cost_is_the_weighted_sum_of_the_terms() -> None:
         "joint_limit": joint_limit_cost(inputs["q"], inputs["lower"], inputs["upper"], 0.2),
         "smoothness": smoothness_cost(inputs["actions"]),
         "uncertainty": uncertainty_cost(inputs["prediction"].log_var, selected),
-        "reach": reach_cost(inputs["robot_points"], inputs["points"][[12, 15]], goal.targets, 0.03),
+        "reach": reach_cost(inputs["robot_points"], inputs["points"][[12, 15, 18]], goal.targets, 0.03),
+        "goal_turn": goal_turn_cost(inputs["points"], disp, goal),
     }
     for name in TERMS:
         torch.testing.assert_close(breakdown[name], expected[name], atol=1e-15, rtol=0)
