@@ -5,7 +5,7 @@ removed, connected components of the rest). Each segment with moving points (gro
 some step, as in ``l2_moved``) falls in one category:
 
 - ``support / unlabelled``: the points belong to no segment (support surface, table sides);
-- ``furniture``: the segment is wider than ``max_segment_extent_m``, so the prior never moves it (the
+- ``furniture``: the segment is larger than ``max_segment_extent_m``, so the prior never moves it (the
   drawer with its cabinet, or several touching objects merged);
 - ``missed, moving at t=0``: the prior leaves it still, and it already moves over the first step (more
   than 3 mm on average): momentum from before the clip (a rolling or sliding object), which a single
@@ -37,9 +37,8 @@ from pointworld.data.clip_dataset import ClipDataset, ClipDatasetConfig
 from pointworld.data.collate import ClipBatch, collate_clips
 from pointworld.model.segment_prior import (
     SegmentFollowConfig,
-    connected_segments,
-    object_mask,
     segment_follow,
+    segment_scene,
 )
 from pointworld.planning.tracking import fit_rigid_transform
 from pointworld.train.checkpoint import build_model, load_checkpoint
@@ -88,18 +87,16 @@ def breakdown(dataset: ClipDataset, prior: SegmentFollowConfig) -> dict[str, dic
         tgt = torch.where(batch.valid[..., None], batch.target.double(), 0.0)
         err = (pred - tgt).norm(dim=-1)  # (B, T, N)
         moving = batch.valid & (batch.valid & (tgt.norm(dim=-1) > MOVING_M)).any(1)[:, None]
-        label = connected_segments(scene.points, object_mask(scene.points, scene.normals, scene.mask,
-                                                             prior.support_band_m), prior.link_radius_m)
+        label, movable = segment_scene(scene.points, scene.normals, scene.mask, prior)
         for b in range(label.shape[0]):
             for root in torch.unique(label[b]).tolist():
                 seg = (label[b] == root) & scene.mask[b]
                 sel = moving[b][:, seg]
                 if not bool(sel.any()):
                     continue
-                pts = scene.points[b][seg].double()
-                wide = bool((pts.amax(0) - pts.amin(0)).amax() > prior.max_segment_extent_m)
+                wide = not bool(movable[b][seg].any())
                 name = "support / unlabelled" if root < 0 else _category(b, seg, batch, pred, tgt, wide)
-                rigid = _rigid_error(pts, tgt[b][:, seg], batch.valid[b][:, seg])
+                rigid = _rigid_error(scene.points[b][seg].double(), tgt[b][:, seg], batch.valid[b][:, seg])
                 for key, value in (("error", err[b][:, seg]), ("gt", tgt[b][:, seg].norm(dim=-1)),
                                    ("rigid", rigid)):
                     sums[name][key] += float(value[sel].sum())

@@ -113,6 +113,14 @@ def support_height(points: torch.Tensor, normals: torch.Tensor, mask: torch.Tens
     return out
 
 
+def _support(points: torch.Tensor, normals: torch.Tensor, mask: torch.Tensor,
+             band_m: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 1) :func:`support_height` and (B, N) bool :func:`support_mask` of the same scenes."""
+    surface = support_height(points, normals, mask)[:, None]
+    up = mask & (normals[..., 2].abs() >= _UP_NORMAL_MIN)
+    return surface, up & ((points[..., 2] - surface).abs() <= band_m)
+
+
 def support_mask(points: torch.Tensor, normals: torch.Tensor, mask: torch.Tensor,
                  band_m: float) -> torch.Tensor:
     """(B, N) bool: points of the horizontal support surface (table top) of each scene.
@@ -127,19 +135,15 @@ def support_mask(points: torch.Tensor, normals: torch.Tensor, mask: torch.Tensor
         (B, N) bool, True for real points within ``band_m`` of the support height with an upward
         (or downward: normals may be flipped) normal. A scene without upward-facing points has none.
     """
-    up = mask & (normals[..., 2].abs() >= _UP_NORMAL_MIN)
-    surface = support_height(points, normals, mask)
-    return up & ((points[..., 2] - surface[:, None]).abs() <= band_m)
+    return _support(points, normals, mask, band_m)[1]
 
 
 def object_mask(points: torch.Tensor, normals: torch.Tensor, mask: torch.Tensor, band_m: float) -> torch.Tensor:
     """(B, N) bool: real points that may belong to an object standing on the support: neither the
     support surface (:func:`support_mask`) nor more than ``band_m`` (m) below it (the table's sides and
     legs, the floor). Arguments as in :func:`support_mask`; without a support, every real point."""
-    surface = support_height(points, normals, mask)[:, None]
-    up = normals[..., 2].abs() >= _UP_NORMAL_MIN
-    z = points[..., 2]
-    return mask & ~(up & ((z - surface).abs() <= band_m)) & ~(z < surface - band_m)
+    surface, support = _support(points, normals, mask, band_m)
+    return mask & ~support & ~(points[..., 2] < surface - band_m)
 
 
 def connected_segments(points: torch.Tensor, valid: torch.Tensor, link_radius_m: float) -> torch.Tensor:
@@ -186,6 +190,26 @@ def _segment_extent(points: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     flat = torch.gather(torch.maximum(su, sv), -1, best)[..., 0]
     ext = torch.maximum(flat, side[..., -1])
     return torch.where(label >= 0, torch.gather(ext, 1, label.clamp_min(0)), 0.0)
+
+
+def segment_scene(points: torch.Tensor, normals: torch.Tensor, mask: torch.Tensor,
+                  config: SegmentFollowConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prior's segmentation of each scene at t = 0.
+
+    Args:
+        points: (B, N, 3) scene points, m, world frame with +z up.
+        normals: (B, N, 3) unit normals (zeros where unknown), world frame.
+        mask: (B, N) bool, real points.
+        config: the prior's radii and size limit.
+
+    Returns:
+        label: (B, N) int64 segment of each :func:`object_mask` point (:func:`connected_segments`), -1
+            for the support, what lies below it and padding.
+        movable: (B, N) bool, points of segments within ``max_segment_extent_m`` (:func:`_segment_extent`).
+    """
+    valid = object_mask(points, normals, mask, config.support_band_m)
+    label = connected_segments(points, valid, config.link_radius_m)
+    return label, valid & (_segment_extent(points, label) <= config.max_segment_extent_m)
 
 
 def _segment_frames(points: torch.Tensor, label: torch.Tensor, movable: torch.Tensor
@@ -291,9 +315,7 @@ def segment_follow(scene: SceneInput, action: ActionInput, config: SegmentFollow
     K, T = action.batch_size, action.horizon
     pts = scene.points
     with torch.no_grad():
-        valid = object_mask(pts, scene.normals, scene.mask, config.support_band_m)
-        label = connected_segments(pts, valid, config.link_radius_m)
-        movable = valid & (_segment_extent(pts, label) <= config.max_segment_extent_m)
+        label, movable = segment_scene(pts, scene.normals, scene.mask, config)
         centre0, pivot = _segment_frames(pts, label, movable)
         if scene.batch_size != K:
             pts, label, movable, centre0, pivot = (x.expand((K,) + tuple(x.shape[1:]))
