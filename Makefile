@@ -14,8 +14,8 @@ DEMO_OUT ?= demo_output
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	$(PY) -m pip install -q --no-cache-dir "$(TORCH_SPEC)"
+	$(PY) -m pip install -q --no-cache-dir -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 install: $(STAMP)
