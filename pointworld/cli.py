@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pointworld import __version__
 from pointworld.errors import PointworldError
+from pointworld.heap import retain_freed_memory
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -218,6 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pointworld {name}: missing required setting(s) {missing}; give them as key=value",
               file=sys.stderr)
         return 2
+    retain_freed_memory()  # large CPU tensors reuse freed heap memory (pointworld.heap)
     try:
         return SUBCOMMANDS[name].run(cfg)
     except Exception as exc:  # report user-facing errors in one line; re-raise programming errors

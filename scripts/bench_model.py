@@ -29,6 +29,7 @@ import torch
 import yaml
 from torch import nn
 
+from pointworld.heap import set_heap_policy
 from pointworld.model.inputs import ActionInput
 from pointworld.model.synthetic import synthetic_push_batch
 from pointworld.model.world_model import WorldModel
@@ -131,7 +132,7 @@ def _peak_mb(device: torch.device, reset: bool = False) -> float:
 
 def _subprocess(args: argparse.Namespace, preset: str, n: int, batch: int, kind: str) -> dict:
     cmd = [sys.executable, __file__, "--case", f"{preset},{n},{batch},{kind}", "--device", args.device,
-           "--repeats", str(args.repeats)]
+           "--repeats", str(args.repeats), "--heap", args.heap]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -146,7 +147,11 @@ def main() -> None:
     parser.add_argument("--dense-limit", type=int, default=4 * 6400,
                         help="largest K x points the dense anchor runs in full; larger ones are extrapolated")
     parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--heap", choices=["retain", "default"], default="retain",
+                        help="retain: freed memory stays in the heap (pointworld.heap, as the CLI runs); "
+                             "default: glibc's behaviour")
     args = parser.parse_args()
+    set_heap_policy(args.heap == "retain")
     device = torch.device(args.device)
     if args.case:
         preset, n, batch, kind = args.case.split(",")

@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader
 
 from pointworld.data.clip_dataset import ClipDataset, ClipDatasetConfig
 from pointworld.data.collate import ClipBatch, collate_clips
+from pointworld.heap import retain_freed_memory
 from pointworld.model.segment_prior import (
     SegmentFollowConfig,
     segment_follow,
@@ -110,6 +111,7 @@ def main() -> None:
     parser.add_argument("--split", default="test", help="train | val | test | all")
     parser.add_argument("--checkpoint", type=Path, default=PRETRAINED_PATH)
     args = parser.parse_args()
+    retain_freed_memory()  # large CPU tensors reuse freed heap memory (pointworld.heap)
     config = build_model(load_checkpoint(args.checkpoint)).config
     dataset = ClipDataset(ClipDatasetConfig(sources=({"path": str(args.data)},), split=args.split, views=(1, 3),
                                             random_views=False, max_points=4096, robot_points=256, seed=0,
