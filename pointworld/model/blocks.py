@@ -90,12 +90,13 @@ class SparseConv3x3(nn.Module):
         require_shape("feat", feat, (voxels.point_voxel.shape[0], self.in_ch), max_leading=0)
         mean = voxels.scatter_mean(feat)
         side = mean.new_zeros(mean.shape[0], self.out_ch)
-        if pairs.dst.numel():
-            chunks = torch.split(mean[pairs.src], pairs.counts)
-            kernels = [k for k in range(_KERNEL) if k != _CENTRE]
-            products = [x @ self.weight[k] for x, k in zip(chunks, kernels) if x.shape[0]]
-            side = side.index_add(0, pairs.dst, torch.cat(products))
-        return feat @ self.weight[_CENTRE] + side[voxels.point_voxel] + self.bias
+        # Offset by offset: gather the occupied neighbours, multiply, add into their voxels. Only one
+        # offset's pairs are in memory at a time (the pairs of all 26 are ~9 x the points).
+        kernels = [k for k in range(_KERNEL) if k != _CENTRE]
+        for dst, src, k in zip(torch.split(pairs.dst, pairs.counts), torch.split(pairs.src, pairs.counts), kernels):
+            if dst.numel():
+                side.index_add_(0, dst, mean.index_select(0, src) @ self.weight[k])
+        return torch.addmm(self.bias, feat, self.weight[_CENTRE]) + side.index_select(0, voxels.point_voxel)
 
 
 @dataclass
