@@ -119,7 +119,10 @@ def task_planner(planner: PlannerConfig, task: str, gripper_tasks: tuple[str, ..
     return dataclasses.replace(planner, action=dataclasses.replace(planner.action, gripper=False))
 
 
-def _predictor(model_name: str, env: TaskEnv, world_model: WorldModel | None) -> Any:
+def benchmark_predictor(model_name: str, env: TaskEnv, world_model: WorldModel | None) -> Any:
+    """The dynamics model named ``model_name`` in the benchmark: ``oracle`` (a :class:`SimOracle` of ``env``),
+    ``zero_motion``, ``segment_follow`` (the world model's prior settings, or the defaults without one) or
+    ``learned`` (``world_model`` itself; ValueError when it is None)."""
     if model_name == "oracle":
         return SimOracle(env)
     if model_name == "zero_motion":
@@ -137,7 +140,7 @@ def run_cell(config: BenchmarkConfig, task: str, robot: str, model_name: str, wo
     scene = SceneConfig(robot=robot, **TASK_SCENES[task])
     env = TaskEnv(scene, dataclasses.replace(config.task, kind=task))
     horizon = world_model.config.horizon if world_model is not None else config.horizon
-    planner = MPCPlanner(env.robot, _predictor(model_name, env, world_model),
+    planner = MPCPlanner(env.robot, benchmark_predictor(model_name, env, world_model),
                          task_planner(config.planner, task, config.gripper_tasks), horizon=horizon)
     results = []
     for seed in range(config.seed, config.seed + config.episodes):

@@ -218,6 +218,22 @@ class MPCPlanner:
             self._robots[key] = self.robot.to(dtype=dtype, device=device)
         return self._robots[key]
 
+    def candidate_evaluator(self, scene: SceneInput, q0: torch.Tensor, gripper0: float, goal: PointGoal,
+                            static: torch.Tensor | None, clock: PhaseClock) -> CandidateEvaluator:
+        """The scorer that :meth:`plan` optimises: candidate actions (K, T, D) from this state -> costs.
+
+        Args:
+            scene: the observation, B = 1, points (1, N, 3) m world (checked by :meth:`plan`).
+            q0: (J,) current joints, rad or m, in the scene's dtype and device. gripper0: opening in [0, 1].
+            goal: goal indices (P,) and targets (P, 3), m world. static: (N,) bool points to keep clear
+                of, or None. clock: the :class:`PhaseClock` its phases are charged to.
+
+        Returns:
+            A :class:`~pointworld.planning.rollout.CandidateEvaluator` (subclasses may wrap it, e.g. to score
+            the same candidates with a second model).
+        """
+        return CandidateEvaluator(self._setup(q0.dtype, q0.device), scene, q0, gripper0, goal, static, clock)
+
     def plan(self, scene: SceneInput, q0: torch.Tensor, gripper0: float, goal: PointGoal,
              warm_start: bool = True, static: torch.Tensor | None = None) -> PlanResult:
         """Optimise the next T actions from the current state.
@@ -248,8 +264,7 @@ class MPCPlanner:
             raise TypeError(f"goal: expected a PointGoal, got {type(goal).__name__}")
         static = self._static_mask(static, points)
         clock = PhaseClock(device)
-        evaluate = CandidateEvaluator(self._setup(dtype, device), scene, q0.to(dtype=dtype, device=device), g0,
-                                      goal, static, clock)
+        evaluate = self.candidate_evaluator(scene, q0.to(dtype=dtype, device=device), g0, goal, static, clock)
         low, high = self.action_space.bounds(dtype, device)
         top = TopCandidates(evaluate, self.config.keep_candidates)
         result = optimize(top, self._initial_mean(g0, dtype, device, warm_start), self.config.optimizer, low, high)

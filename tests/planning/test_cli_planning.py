@@ -102,14 +102,14 @@ def test_benchmark_planning_keeps_finished_cells_and_resumes(tmp_path, monkeypat
 
 def test_segment_follow_model_takes_the_checkpoints_prior_settings():
     from pointworld.model.segment_prior import SegmentFollow, SegmentFollowConfig
-    from pointworld.planning.benchmark import _predictor
+    from pointworld.planning.benchmark import benchmark_predictor
     from tests.micro import micro_world_model
 
     model = micro_world_model(horizon=2)
     model.config.segment_prior = SegmentFollowConfig(link_radius_m=0.05)
-    got = _predictor("segment_follow", None, model)
+    got = benchmark_predictor("segment_follow", None, model)
     assert isinstance(got, SegmentFollow) and got.config.link_radius_m == 0.05
-    assert _predictor("segment_follow", None, None).config == SegmentFollowConfig()  # no checkpoint: defaults
+    assert benchmark_predictor("segment_follow", None, None).config == SegmentFollowConfig()  # no checkpoint: defaults
 
 
 def test_push_plans_hold_the_gripper_and_grasp_tasks_command_it(monkeypatch):
