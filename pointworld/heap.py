@@ -7,8 +7,9 @@ model that allocates tensors of tens to hundreds of MB per layer (the world mode
 200k points x 48 channels x 4 B = 40 MB per feature map, 265 MB per neighbour gather) maps fresh pages for
 every temporary, and the kernel zero-fills each 4 KiB page on first touch. On this project's 2-core VM
 those page faults took over half of a planning step: ``scripts/bench_planning.py`` measured model
-inference at 2.1 s instead of 4.5 s for K = 32 with both thresholds raised (either one alone does not help:
-a raised trim threshold with small mmap threshold is twice as slow).
+inference at 2.4 s instead of 4.5 s for K = 32 with both thresholds raised. Each alone is not enough (single
+profiling runs of that step): the mmap threshold alone gave 4.0 s, as freed memory at the top of the heap is
+still returned to the kernel; the trim threshold alone 8.8 s, as setting it fixes the mmap threshold at 128 KiB.
 
 :func:`retain_freed_memory` raises both thresholds with ``mallopt`` so that large blocks come from the heap
 and freed ones stay there for the next allocation. The cost is resident memory: the process keeps its peak
@@ -21,8 +22,8 @@ behaviour, e.g. to measure the difference or on a machine short of memory).
 
 from __future__ import annotations
 
+import argparse
 import ctypes
-import ctypes.util
 import os
 import platform
 
@@ -38,14 +39,10 @@ OPT_OUT_VARIABLE = "POINTWORLD_RETAIN_FREED_MEMORY"
 
 
 def _glibc() -> ctypes.CDLL | None:
-    """The process's glibc, or None when the C library is something else."""
+    """The process's glibc (its global symbols), or None when the C library is something else."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return None
-    name = ctypes.util.find_library("c") or "libc.so.6"
-    try:
-        libc = ctypes.CDLL(name)
-    except OSError:
-        return None
+    libc = ctypes.CDLL(None)
     return libc if hasattr(libc, "mallopt") else None
 
 
@@ -97,3 +94,11 @@ def set_heap_policy(retain: bool) -> bool:
         return retain_freed_memory()
     os.environ[OPT_OUT_VARIABLE] = "0"
     return False
+
+
+def add_heap_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--heap retain|default`` to a benchmark's parser; pass ``args.heap == "retain"`` to
+    :func:`set_heap_policy`."""
+    parser.add_argument("--heap", choices=["retain", "default"], default="retain",
+                        help="retain: freed memory stays in the heap (pointworld.heap, as the CLI runs); "
+                             "default: glibc's behaviour")

@@ -29,7 +29,7 @@ import torch
 import yaml
 from torch import nn
 
-from pointworld.heap import set_heap_policy
+from pointworld.heap import add_heap_argument, set_heap_policy
 from pointworld.model.inputs import ActionInput
 from pointworld.model.synthetic import synthetic_push_batch
 from pointworld.model.world_model import WorldModel
@@ -147,9 +147,7 @@ def main() -> None:
     parser.add_argument("--dense-limit", type=int, default=4 * 6400,
                         help="largest K x points the dense anchor runs in full; larger ones are extrapolated")
     parser.add_argument("--case", help=argparse.SUPPRESS)
-    parser.add_argument("--heap", choices=["retain", "default"], default="retain",
-                        help="retain: freed memory stays in the heap (pointworld.heap, as the CLI runs); "
-                             "default: glibc's behaviour")
+    add_heap_argument(parser)
     args = parser.parse_args()
     set_heap_policy(args.heap == "retain")
     device = torch.device(args.device)

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from pointworld.heap import set_heap_policy
+from pointworld.heap import add_heap_argument, set_heap_policy
 from pointworld.model.inputs import ActionInput
 from pointworld.planning.benchmark import TASK_SCENES
 from pointworld.planning.goals import goal_from_task
@@ -48,9 +48,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None, help="checkpoint path (default: the bundled model)")
     parser.add_argument("--samples", nargs="*", type=int, default=[32, 128, 512])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--heap", choices=["retain", "default"], default="retain",
-                        help="retain: freed memory stays in the heap (pointworld.heap, as the CLI runs); "
-                             "default: glibc's behaviour")
+    add_heap_argument(parser)
     args = parser.parse_args()
     set_heap_policy(args.heap == "retain")
     torch.manual_seed(0)

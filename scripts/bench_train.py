@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from pointworld.data.augment import default_augmentation
 from pointworld.data.clip_dataset import ClipDataset, ClipDatasetConfig
 from pointworld.data.collate import collate_clips
-from pointworld.heap import set_heap_policy
+from pointworld.heap import add_heap_argument, set_heap_policy
 from pointworld.model.loss import LossConfig, heteroscedastic_huber_loss
 from pointworld.model.world_model import WorldModel
 
@@ -94,9 +94,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--heap", choices=["retain", "default"], default="retain",
-                        help="retain: freed memory stays in the heap (pointworld.heap, as the CLI runs); "
-                             "default: glibc's behaviour")
+    add_heap_argument(parser)
     args = parser.parse_args()
     set_heap_policy(args.heap == "retain")
     torch.manual_seed(0)

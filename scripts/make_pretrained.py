@@ -29,7 +29,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pointworld.heap import retain_freed_memory
 from pointworld.train.checkpoint import build_model, load_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,7 +121,6 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2, help="generation worker processes")
     args = parser.parse_args()
-    retain_freed_memory()  # large CPU tensors reuse freed heap memory (pointworld.heap)
     mix, unseen = generate(args.work, args.episodes, args.unseen_episodes, args.workers)
     run = train(args.work, mix, args.steps, args.finetune_steps, args.batch_size)
     ship(run, evaluate(run, mix, unseen))

@@ -28,8 +28,10 @@ import numpy as np
 import torch
 
 from pointworld.heap import retain_freed_memory
+from pointworld.model.inputs import SceneInput
 from pointworld.planning.benchmark import TASK_SCENES, BenchmarkConfig, benchmark_predictor, task_planner
 from pointworld.planning.closed_loop import run_episode
+from pointworld.planning.goals import PointGoal
 from pointworld.planning.planner import MPCPlanner
 from pointworld.planning.rollout import CandidateEvaluator, Evaluation, PhaseClock
 from pointworld.sim.config import SceneConfig
@@ -95,7 +97,8 @@ class ProbedPlanner(MPCPlanner):
         self.probes = probes
         self.rows: dict[str, list[dict[str, float]]] = {name: [] for name in probes}
 
-    def candidate_evaluator(self, scene, q0, gripper0, goal, static, clock) -> _ProbedEvaluator:
+    def candidate_evaluator(self, scene: SceneInput, q0: torch.Tensor, gripper0: float, goal: PointGoal,
+                            static: torch.Tensor | None, clock: PhaseClock) -> _ProbedEvaluator:
         base = super().candidate_evaluator(scene, q0, gripper0, goal, static, clock)
         probes = {name: p.candidate_evaluator(scene, q0, gripper0, goal, static, PhaseClock(q0.device))
                   for name, p in self.probes.items()}

@@ -73,7 +73,7 @@ def test_user_choice_in_the_environment_wins(monkeypatch: pytest.MonkeyPatch, va
 
 
 def test_default_policy_reaches_child_processes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(heap.OPT_OUT_VARIABLE, raising=False)
+    monkeypatch.setenv(heap.OPT_OUT_VARIABLE, "1")  # not an opt-out; monkeypatch restores the variable after
     assert heap.set_heap_policy(False) is False
     assert os.environ[heap.OPT_OUT_VARIABLE] == "0"
     probe = subprocess.run([sys.executable, "-c", "from pointworld.heap import retain_freed_memory as r; print(r())"],

@@ -3,9 +3,7 @@ scores every candidate batch with its probes without changing the plan."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,16 +14,12 @@ from pointworld.planning.planner import MPCPlanner
 from pointworld.robot.assets import shipped_urdf_path
 from pointworld.robot.urdf import load_robot
 from tests.planning.test_planner import make_scene, q0_like, small_config
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "planning_agreement.py"
+from tests.script_loader import load_script
 
 
 @pytest.fixture(scope="module")
 def agreement():
-    spec = importlib.util.spec_from_file_location("planning_agreement", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("planning_agreement")
 
 
 def test_identical_model_agrees_exactly(agreement) -> None:

@@ -3,9 +3,6 @@ against :func:`~pointworld.train.evaluate.evaluate`), and its rigid-fit floor is
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -14,16 +11,12 @@ from pointworld.geometry.rotations import axis_angle_to_matrix
 from pointworld.model.baselines import ZeroMotion
 from pointworld.model.segment_prior import SegmentFollow, SegmentFollowConfig
 from pointworld.train.evaluate import evaluate
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "error_breakdown.py"
+from tests.script_loader import load_script
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("error_breakdown", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("error_breakdown")
 
 
 def test_categories_add_up_to_the_evaluated_l2_moved(script, write_tiny_dataset, tmp_path) -> None:
