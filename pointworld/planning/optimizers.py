@@ -40,11 +40,40 @@ def _check_std(name: str, value: object) -> None:
         require_positive(name, v)  # an empty tuple fails here too
 
 
+def _check_flag(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}: expected a bool, got {value!r}")
+
+
+def sampling_std(value: Std, relative: bool, mean: torch.Tensor, low: torch.Tensor | None,
+                 high: torch.Tensor | None, name: str = "std") -> torch.Tensor:
+    """(T, D) sampling std of a (T, D) plan ``mean``, action units.
+
+    Args:
+        value: one std or one per action dim (D).
+        relative: ``value`` is a fraction of each dim's half-range ``(high - low) / 2`` (the same setting
+            then suits robots whose dims have very different bounds: m per step, rad per step, gripper
+            commands in [0, 1]); without bounds ``value`` is used as is.
+        mean: (T, D) plan whose shape, dtype and device the std takes.
+        low, high: (D,) finite action bounds (see :func:`~pointworld.planning.noise.check_bounds`), or None.
+        name: the config field named in errors.
+    """
+    std = torch.tensor(value, dtype=mean.dtype, device=mean.device)
+    if std.dim() == 1 and std.shape[0] != mean.shape[1]:
+        raise ValueError(f"config.{name}: expected one std or {mean.shape[1]} (one per action dim), "
+                         f"got {std.shape[0]}")
+    std = std.expand(mean.shape).clone()
+    if relative and low is not None and high is not None:
+        std = std * (high - low) / 2
+    return std
+
+
 @dataclass
 class MPPIConfig:
     """MPPI with a fixed sampling std: ``noise_std`` (one value, or a tuple with one per action dim, action
-    units), colored-noise exponent ``noise_beta`` along T (0 = white), optional ``elite_fraction`` (only
-    that fraction of lowest-cost candidates is averaged), ``seed`` of the sampling."""
+    units; with ``std_relative_to_bounds``, fractions of each dim's half-range instead, see
+    :func:`sampling_std`), colored-noise exponent ``noise_beta`` along T (0 = white), optional
+    ``elite_fraction`` (only that fraction of lowest-cost candidates is averaged), ``seed`` of the sampling."""
 
     num_samples: int = 64
     iterations: int = 4
@@ -53,10 +82,12 @@ class MPPIConfig:
     noise_beta: float = 2.0
     elite_fraction: float | None = None
     seed: int = 0
+    std_relative_to_bounds: bool = False
 
     def __post_init__(self) -> None:
         require_int("num_samples", self.num_samples, 1)
         require_int("iterations", self.iterations, 1)
+        _check_flag("std_relative_to_bounds", self.std_relative_to_bounds)
         require_positive("temperature", self.temperature)
         _check_std("noise_std", self.noise_std)
         check_interval("noise_beta", self.noise_beta, 0.0, 10.0)
@@ -67,8 +98,9 @@ class MPPIConfig:
 
 @dataclass
 class CEMConfig:
-    """CEM: ``init_std`` is the first iteration's std (one value or one per action dim, action units),
-    ``min_std`` its floor, ``momentum`` the fraction of the previous mean/std kept at each update,
+    """CEM: ``init_std`` is the first iteration's std (one value or one per action dim, action units; with
+    ``std_relative_to_bounds``, fractions of each dim's half-range, see :func:`sampling_std`),
+    ``min_std`` its floor (action units), ``momentum`` the fraction of the previous mean/std kept at each update,
     ``elite_fraction`` the fraction of lowest-cost candidates refitted (at least one)."""
 
     num_samples: int = 64
@@ -79,10 +111,12 @@ class CEMConfig:
     momentum: float = 0.1
     noise_beta: float = 2.0
     seed: int = 0
+    std_relative_to_bounds: bool = False
 
     def __post_init__(self) -> None:
         require_int("num_samples", self.num_samples, 1)
         require_int("iterations", self.iterations, 1)
+        _check_flag("std_relative_to_bounds", self.std_relative_to_bounds)
         check_interval("elite_fraction", self.elite_fraction, 0.0, 1.0, open_low=True)
         _check_std("init_std", self.init_std)
         check_interval("min_std", self.min_std, 0.0, math.inf, open_high=True)
@@ -209,12 +243,8 @@ def optimize(cost_fn: Callable[[torch.Tensor], torch.Tensor], init_mean: torch.T
     mean = check_plan("init_mean", init_mean)
     mppi = isinstance(config, MPPIConfig)
     std_name, std_value = ("noise_std", config.noise_std) if mppi else ("init_std", config.init_std)
-    std = torch.tensor(std_value, dtype=mean.dtype, device=mean.device)
-    if std.dim() == 1 and std.shape[0] != mean.shape[1]:
-        raise ValueError(f"config.{std_name}: expected one std or {mean.shape[1]} (one per action dim), "
-                         f"got {std.shape[0]}")
-    std = std.expand(mean.shape).clone()
     low, high = check_bounds(low, high, mean)
+    std = sampling_std(std_value, config.std_relative_to_bounds, mean, low, high, std_name)
     mean = clip_to_bounds(mean, low, high).clone()
     generator = torch.Generator(device=mean.device).manual_seed(config.seed)
     result = OptimResult(mean=mean, best=mean, best_cost=math.inf)

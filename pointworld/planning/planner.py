@@ -49,7 +49,8 @@ class PlannerConfig:
     """Settings of :class:`MPCPlanner`.
 
     Attributes:
-        optimizer: MPPI or CEM settings (samples K, iterations, noise in action units).
+        optimizer: MPPI or CEM settings (samples K, iterations, noise in action units or, with
+            ``std_relative_to_bounds``, as a fraction of each action dim's half-range).
         costs: cost weights and parameters.
         action: action-space settings (speed scale, dt_s, gripper planning, planned joints).
         robot_points: M, the number of robot surface points fed to the predictor.

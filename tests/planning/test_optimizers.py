@@ -3,6 +3,7 @@ NumPy/loop references, determinism and bad input."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 
@@ -18,6 +19,7 @@ from pointworld.planning.optimizers import (
     cem_update,
     mppi_update,
     optimize,
+    sampling_std,
 )
 
 T, D = 5, 3
@@ -190,6 +192,13 @@ def test_bad_config(make, match: str) -> None:
         make()
 
 
+@pytest.mark.parametrize("make", [lambda: MPPIConfig(std_relative_to_bounds="yes"),
+                                  lambda: CEMConfig(std_relative_to_bounds=1)])
+def test_relative_flag_must_be_bool(make) -> None:
+    with pytest.raises(TypeError, match="std_relative_to_bounds"):
+        make()
+
+
 def test_bad_arguments() -> None:
     cost, _ = _quadratic()
     mean = torch.zeros(T, D, dtype=torch.float64)
@@ -211,6 +220,35 @@ def test_bad_arguments() -> None:
         mppi_update(mean, torch.zeros(4, T + 1, D, dtype=torch.float64), torch.zeros(4), 0.1)
     with pytest.raises(ValueError, match="temperature"):
         mppi_update(mean, torch.zeros(4, T, D, dtype=torch.float64), torch.zeros(4), -1.0)
+
+
+def test_sampling_std_by_hand() -> None:
+    mean = torch.zeros(4, 3, dtype=torch.float64)
+    low, high = torch.tensor([-0.05, -0.3, 0.0], dtype=torch.float64), torch.tensor([0.05, 0.3, 1.0], dtype=torch.float64)
+    rel = sampling_std((0.5, 0.2, 0.4), True, mean, low, high)
+    assert rel.shape == (4, 3) and torch.allclose(rel[2], torch.tensor([0.025, 0.06, 0.2], dtype=torch.float64))
+    assert torch.equal(sampling_std(0.1, False, mean, low, high), torch.full((4, 3), 0.1, dtype=torch.float64))
+    assert torch.equal(sampling_std(0.1, True, mean, None, None), torch.full((4, 3), 0.1, dtype=torch.float64))
+    with pytest.raises(ValueError, match="noise_std"):
+        sampling_std((0.1, 0.2), True, mean, low, high, "noise_std")
+
+
+@pytest.mark.parametrize("config", [MPPIConfig(num_samples=16, iterations=3, noise_std=0.4, std_relative_to_bounds=True),
+                                    CEMConfig(num_samples=16, iterations=3, init_std=0.4, min_std=1e-9,
+                                              std_relative_to_bounds=True)])
+def test_relative_std_makes_optimizer_invariant_to_action_units(config: MPPIConfig | CEMConfig) -> None:
+    """Rescaling each action dim (e.g. m -> cm, bounds and cost alike) rescales the plan the same way."""
+    cost, _ = _quadratic()
+    scale = torch.tensor([0.05, 0.3, 2.0], dtype=torch.float64)
+    unit = optimize(cost, torch.zeros(T, D, dtype=torch.float64), config, -torch.ones(D, dtype=torch.float64),
+                    torch.ones(D, dtype=torch.float64))
+    scaled = optimize(lambda a: cost(a / scale), torch.zeros(T, D, dtype=torch.float64), config, -scale, scale)
+    assert torch.allclose(scaled.mean, unit.mean * scale, atol=1e-12, rtol=1e-9)
+    assert torch.allclose(scaled.best, unit.best * scale, atol=1e-12, rtol=1e-9)
+    assert scaled.cost_history == pytest.approx(unit.cost_history, rel=1e-9)
+    absolute = dataclasses.replace(config, std_relative_to_bounds=False)
+    assert not torch.allclose(optimize(lambda a: cost(a / scale), torch.zeros(T, D, dtype=torch.float64), absolute,
+                                       -scale, scale).mean, unit.mean * scale, atol=1e-6)
 
 
 GPU_DEVICE = torch.device(os.environ.get("POINTWORLD_TEST_DEVICE", "cuda"))
