@@ -53,7 +53,7 @@ def sampling_std(value: Std, relative: bool, mean: torch.Tensor, low: torch.Tens
         value: one std or one per action dim (D).
         relative: ``value`` is a fraction of each dim's half-range ``(high - low) / 2`` (the same setting
             then suits robots whose dims have very different bounds: m per step, rad per step, gripper
-            commands in [0, 1]); without bounds ``value`` is used as is.
+            commands in [0, 1]); when ``low`` or ``high`` is None, ``value`` is used as is.
         mean: (T, D) plan whose shape, dtype and device the std takes.
         low, high: (D,) finite action bounds (see :func:`~pointworld.planning.noise.check_bounds`), or None.
         name: the config field named in errors.

@@ -224,7 +224,8 @@ def test_bad_arguments() -> None:
 
 def test_sampling_std_by_hand() -> None:
     mean = torch.zeros(4, 3, dtype=torch.float64)
-    low, high = torch.tensor([-0.05, -0.3, 0.0], dtype=torch.float64), torch.tensor([0.05, 0.3, 1.0], dtype=torch.float64)
+    low = torch.tensor([-0.05, -0.3, 0.0], dtype=torch.float64)
+    high = torch.tensor([0.05, 0.3, 1.0], dtype=torch.float64)
     rel = sampling_std((0.5, 0.2, 0.4), True, mean, low, high)
     assert rel.shape == (4, 3) and torch.allclose(rel[2], torch.tensor([0.025, 0.06, 0.2], dtype=torch.float64))
     assert torch.equal(sampling_std(0.1, False, mean, low, high), torch.full((4, 3), 0.1, dtype=torch.float64))
@@ -233,21 +234,22 @@ def test_sampling_std_by_hand() -> None:
         sampling_std((0.1, 0.2), True, mean, low, high, "noise_std")
 
 
-@pytest.mark.parametrize("config", [MPPIConfig(num_samples=16, iterations=3, noise_std=0.4, std_relative_to_bounds=True),
+@pytest.mark.parametrize("config", [MPPIConfig(num_samples=16, iterations=3, noise_std=0.4,
+                                               std_relative_to_bounds=True),
                                     CEMConfig(num_samples=16, iterations=3, init_std=0.4, min_std=1e-9,
                                               std_relative_to_bounds=True)])
 def test_relative_std_makes_optimizer_invariant_to_action_units(config: MPPIConfig | CEMConfig) -> None:
     """Rescaling each action dim (e.g. m -> cm, bounds and cost alike) rescales the plan the same way."""
     cost, _ = _quadratic()
     scale = torch.tensor([0.05, 0.3, 2.0], dtype=torch.float64)
-    unit = optimize(cost, torch.zeros(T, D, dtype=torch.float64), config, -torch.ones(D, dtype=torch.float64),
-                    torch.ones(D, dtype=torch.float64))
-    scaled = optimize(lambda a: cost(a / scale), torch.zeros(T, D, dtype=torch.float64), config, -scale, scale)
+    init, ones = torch.zeros(T, D, dtype=torch.float64), torch.ones(D, dtype=torch.float64)
+    unit = optimize(cost, init, config, -ones, ones)
+    scaled = optimize(lambda a: cost(a / scale), init, config, -scale, scale)
     assert torch.allclose(scaled.mean, unit.mean * scale, atol=1e-12, rtol=1e-9)
     assert torch.allclose(scaled.best, unit.best * scale, atol=1e-12, rtol=1e-9)
     assert scaled.cost_history == pytest.approx(unit.cost_history, rel=1e-9)
     absolute = dataclasses.replace(config, std_relative_to_bounds=False)
-    assert not torch.allclose(optimize(lambda a: cost(a / scale), torch.zeros(T, D, dtype=torch.float64), absolute,
+    assert not torch.allclose(optimize(lambda a: cost(a / scale), init, absolute,
                                        -scale, scale).mean, unit.mean * scale, atol=1e-6)
 
 
