@@ -212,6 +212,13 @@ class DisplacementScale(_FittedStatistics):
         self.count += keep.sum((0, 2))
 
     @torch.no_grad()
+    def reset(self) -> None:
+        """Clear the accumulators (``scale`` keeps its value until the next :meth:`finalize`), to refit the
+        scale on new data, e.g. after loading statistics fitted with another ``moving_threshold_m``."""
+        self.sum_sq.zero_()
+        self.count.zero_()
+
+    @torch.no_grad()
     def finalize(self) -> None:
         """Set ``scale`` from everything accumulated so far.
 

@@ -134,6 +134,17 @@ class WorldModel(nn.Module):
         self.robot_norm.finalize()
         self.displacement_scale.finalize()
 
+    @torch.no_grad()
+    def zero_displacement_head(self) -> None:
+        """Zero the head's displacement outputs (last layer's weights and biases of the 3 T displacement
+        channels; the log-variance channels keep theirs): the network then predicts no correction, i.e.
+        exactly the segment prior (or zero motion without one), until it is trained. Used when the
+        displacement scale is refit, since the old outputs were in units of the old scale."""
+        last = self.head[-1]
+        n = 3 * self.config.horizon
+        last.weight[:n].zero_()
+        last.bias[:n].zero_()
+
     def _require_fitted(self) -> None:
         if not self.fitted:
             raise RuntimeError("WorldModel: normalization statistics are not set; call update_normalization() "

@@ -12,6 +12,7 @@ import json
 import math
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from pointworld.atomic import atomic_open
 from pointworld.data.augment import default_augmentation
 from pointworld.data.clip_dataset import ClipDataset
-from pointworld.data.collate import collate_clips
+from pointworld.data.collate import ClipBatch, collate_clips
 from pointworld.data.sampling import ClipSampler
 from pointworld.errors import CheckpointError
 from pointworld.model.world_model import WorldModel
@@ -103,23 +104,45 @@ def train_loader(run: Run) -> torch.utils.data.DataLoader:
     return _loader(ds, sampler, cfg, ctx)
 
 
+def _normalization_batches(dataset: ClipDataset, config: TrainConfig, ctx: DistributedContext,
+                           ) -> Iterator[ClipBatch]:
+    """The ``normalization_batches`` training batches statistics are fitted on (their own sampler stream), on
+    the run's device."""
+    n = config.normalization_batches * config.batch_size
+    sampler = ClipSampler(dataset.sizes_per_source(), _weights(dataset), n,
+                          seed=derived_seed(config.seed, _NORM_STREAM))
+    dataset.set_epoch(0)
+    for batch in _loader(dataset, sampler, config, ctx):
+        if batch.horizon != config.model.horizon:
+            raise ValueError(f"data: the clips have T = {batch.horizon} future steps, the model predicts "
+                             f"horizon = {config.model.horizon}; make them equal")
+        yield batch.to(ctx.device)
+
+
 def fit_normalization(model: WorldModel, dataset: ClipDataset, config: TrainConfig, ctx: DistributedContext,
                       ) -> None:
     """Fit the model's normalization on ``normalization_batches`` training batches (main process, its own
     sampler stream), then broadcast the statistics to every process."""
     if ctx.is_main:
-        n = config.normalization_batches * config.batch_size
-        sampler = ClipSampler(dataset.sizes_per_source(), _weights(dataset), n,
-                              seed=derived_seed(config.seed, _NORM_STREAM))
-        dataset.set_epoch(0)
-        for batch in _loader(dataset, sampler, config, ctx):
-            if batch.horizon != config.model.horizon:
-                raise ValueError(f"data: the clips have T = {batch.horizon} future steps, the model predicts "
-                                 f"horizon = {config.model.horizon}; make them equal")
-            batch = batch.to(ctx.device)
+        for batch in _normalization_batches(dataset, config, ctx):
             model.update_normalization(batch.scene, batch.action, batch.target, batch.valid)
         model.finalize_normalization()
     broadcast_module_buffers(model)
+
+
+def refit_displacement_scale(model: WorldModel, dataset: ClipDataset, config: TrainConfig,
+                             ctx: DistributedContext) -> None:
+    """Refit only the displacement scale (as :func:`fit_normalization` would, with the run's
+    ``model.scale_moving_threshold_m``) and zero the head's displacement outputs, whose old values were in
+    units of the old scale: the fine-tune starts from the prior alone (or zero motion) in the new units.
+    The scene and robot feature statistics are kept."""
+    if ctx.is_main:
+        model.displacement_scale.reset()
+        for batch in _normalization_batches(dataset, config, ctx):
+            model.displacement_scale.update(batch.target, batch.valid)
+        model.displacement_scale.finalize()
+    broadcast_module_buffers(model)
+    model.zero_displacement_head()
 
 
 def _resume_checkpoint(config: TrainConfig, ctx: DistributedContext) -> Checkpoint | None:
@@ -164,15 +187,19 @@ def _grown_inputs(expected: dict[str, torch.Tensor], state: dict[str, torch.Tens
     return out
 
 
-def _load_initial_weights(model: WorldModel, path: Path) -> None:
+def _load_initial_weights(model: WorldModel, path: Path) -> bool:
     """Load ``init_from``'s weights and normalization statistics into the new run's model (same shapes,
-    except layers that gained trailing input channels: see :func:`_grown_inputs`)."""
+    except layers that gained trailing input channels: see :func:`_grown_inputs`). Returns True when its
+    displacement scale was fitted with another ``scale_moving_threshold_m`` than the run's (to be refit)."""
+    ckpt = load_checkpoint(path)
     expected = model.state_dict()
-    state = _grown_inputs(expected, load_checkpoint(path).model_state)
+    state = _grown_inputs(expected, ckpt.model_state)
     problem = state_mismatch(expected, state)
     if problem:
         raise CheckpointError(f"{path}: init_from: its weights do not fit the run's model config: {problem}")
     model.load_state_dict(state, strict=True)
+    old = ckpt.model_config.get("scale_moving_threshold_m", 0.0)
+    return old != model.config.scale_moving_threshold_m
 
 
 def _restore(run: Run, ckpt: Checkpoint) -> None:
@@ -206,7 +233,8 @@ def setup_run(config: TrainConfig, ctx: DistributedContext) -> Run:
     if ckpt is not None:
         model.load_state_dict(ckpt.model_state, strict=True)
     elif config.init_from is not None:
-        _load_initial_weights(model, Path(config.init_from))
+        if _load_initial_weights(model, Path(config.init_from)):
+            refit_displacement_scale(model, train_ds, config, ctx)
     else:
         fit_normalization(model, train_ds, config, ctx)
     net = model

@@ -22,7 +22,7 @@ from pointworld.model.loss import heteroscedastic_huber_loss
 from pointworld.model.world_model import WorldModel
 from pointworld.model.world_model_config import WorldModelConfig
 from pointworld.train import loop
-from pointworld.train.checkpoint import load_checkpoint
+from pointworld.train.checkpoint import build_model, load_checkpoint, save_checkpoint
 from pointworld.train.config import OptimConfig, TrainConfig
 from pointworld.train.interrupt import deferred_interrupt
 from pointworld.train.loop import step_seed, train
@@ -294,3 +294,56 @@ def test_init_from_starts_a_new_run_from_a_checkpoints_weights(full_run, data_di
         train(bad, progress=False)
     with pytest.raises(ValueError, match="init_from"):
         make_config(data_dir, tmp_path / "x", init_from="")
+
+
+def _state_before_first_step(config: TrainConfig, monkeypatch) -> dict[str, torch.Tensor]:
+    """The model's state (weights and normalization) just before optimizer step 1 of ``train(config)``."""
+    first, real_step = {}, loop._train_step
+
+    def spy(run, batch):
+        first.setdefault("state", {k: v.clone() for k, v in run.model.state_dict().items()})
+        return real_step(run, batch)
+
+    monkeypatch.setattr(loop, "_train_step", spy)
+    train(config, progress=False)
+    monkeypatch.setattr(loop, "_train_step", real_step)
+    return first["state"]
+
+
+def test_init_from_refits_a_displacement_scale_fitted_with_another_threshold(full_run, data_dir, tmp_path,
+                                                                             monkeypatch):
+    config, _ = full_run
+    trained = build_model(Path(config.out) / "last.pt")  # scale_moving_threshold_m = 0: all points
+    trained.displacement_scale.scale.copy_(torch.linspace(0.01, 0.04, T, dtype=torch.float64))  # recognisable
+    source = load_checkpoint(save_checkpoint(tmp_path / "source.pt", model=trained, step=4))
+    model = dataclasses.replace(micro_model(), scale_moving_threshold_m=0.002)
+    common = {"model": model, "steps": 1, "val_every": 0}
+    tuned = _state_before_first_step(
+        make_config(data_dir, tmp_path / "tuned", init_from=str(source.path), **common), monkeypatch)
+    fresh = _state_before_first_step(make_config(data_dir, tmp_path / "fresh", **common), monkeypatch)
+    # the scale is the one a new run with this threshold fits on the same normalization batches ...
+    for k in ("scale", "sum_sq", "count"):
+        assert torch.equal(tuned[f"displacement_scale.{k}"], fresh[f"displacement_scale.{k}"]), k
+    assert not torch.allclose(tuned["displacement_scale.scale"], source.model_state["displacement_scale.scale"])
+    # ... the head's displacement outputs restart at zero, and everything else is the checkpoint's
+    n = 3 * T
+    for k in ("head.3.weight", "head.3.bias"):
+        assert not tuned[k][:n].any() and torch.equal(tuned[k][n:], source.model_state[k][n:])
+    kept = [k for k in source.model_state if not k.startswith(("displacement_scale.", "head.3."))]
+    assert any(k.startswith("scene_norm.") for k in kept)
+    for k in kept:
+        assert torch.equal(tuned[k], source.model_state[k]), k
+
+
+def test_zero_displacement_head_predicts_no_motion(data_dir):
+    ds = ClipDataset(ClipDatasetConfig(sources=({"path": data_dir},), split="all", max_points=128, robot_points=32))
+    batch = collate_clips([ds[0], ds[1]])
+    model = WorldModel(micro_model())
+    model.update_normalization(batch.scene, batch.action, batch.target, batch.valid)
+    model.finalize_normalization()
+    model.eval()
+    before = model(batch.scene, batch.action)
+    model.zero_displacement_head()
+    after = model(batch.scene, batch.action)
+    assert before.displacement.abs().amax() > 0 and not after.displacement.any()
+    assert torch.equal(after.log_var, before.log_var)  # the variance head is untouched
