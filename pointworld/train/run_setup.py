@@ -198,7 +198,7 @@ def _load_initial_weights(model: WorldModel, path: Path) -> bool:
     if problem:
         raise CheckpointError(f"{path}: init_from: its weights do not fit the run's model config: {problem}")
     model.load_state_dict(state, strict=True)
-    old = ckpt.model_config.get("scale_moving_threshold_m", 0.0)
+    old = WorldModelConfig.from_dict(ckpt.model_config).scale_moving_threshold_m
     return old != model.config.scale_moving_threshold_m
 
 

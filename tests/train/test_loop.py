@@ -262,6 +262,21 @@ def test_horizon_mismatch_and_foreign_checkpoint_are_reported(data_dir, tmp_path
         train(make_config(data_dir, tmp_path / "b", model=other, steps=2, resume=True), progress=False)
 
 
+def _state_before_first_step(config: TrainConfig, monkeypatch) -> tuple[dict[str, torch.Tensor], dict]:
+    """The model's state (weights and normalization) just before optimizer step 1 of ``train(config)``, and
+    the run's summary."""
+    first, real_step = {}, loop._train_step
+
+    def spy(run, batch):
+        first.setdefault("state", {k: v.clone() for k, v in run.model.state_dict().items()})
+        return real_step(run, batch)
+
+    monkeypatch.setattr(loop, "_train_step", spy)
+    summary = train(config, progress=False)
+    monkeypatch.setattr(loop, "_train_step", real_step)
+    return first["state"], summary
+
+
 def test_init_from_starts_a_new_run_from_a_checkpoints_weights(full_run, data_dir, tmp_path, monkeypatch):
     from pointworld.model.segment_prior import SegmentFollowConfig
 
@@ -270,19 +285,12 @@ def test_init_from_starts_a_new_run_from_a_checkpoints_weights(full_run, data_di
     # the prior adds no weights: the trained micro model fine-tunes with it switched on
     model = dataclasses.replace(micro_model(), segment_prior=SegmentFollowConfig())
     tuned = make_config(data_dir, tmp_path / "tuned", model=model, init_from=str(source), steps=2, val_every=0)
-    first, real_step = {}, loop._train_step
-
-    def spy(run, batch):
-        first.setdefault("state", {k: v.clone() for k, v in run.model.state_dict().items()})
-        return real_step(run, batch)
-
-    monkeypatch.setattr(loop, "_train_step", spy)
-    summary = train(tuned, progress=False)
+    first, summary = _state_before_first_step(tuned, monkeypatch)
     assert summary["step"] == 2 and load_checkpoint(tmp_path / "tuned" / "last.pt").step == 2
     want = load_checkpoint(source).model_state
-    assert set(first["state"]) == set(want)
+    assert set(first) == set(want)
     for k, v in want.items():  # weights and normalization statistics, before step 1
-        got = first["state"][k]
+        got = first[k]
         if k == "scene_token.0.weight":  # gained the prior's 3 T input channels, at zero weight
             assert got.shape == (v.shape[0], v.shape[1] + 3 * T)
             assert torch.equal(got[:, :v.shape[1]], v) and not got[:, v.shape[1]:].any()
@@ -296,20 +304,6 @@ def test_init_from_starts_a_new_run_from_a_checkpoints_weights(full_run, data_di
         make_config(data_dir, tmp_path / "x", init_from="")
 
 
-def _state_before_first_step(config: TrainConfig, monkeypatch) -> dict[str, torch.Tensor]:
-    """The model's state (weights and normalization) just before optimizer step 1 of ``train(config)``."""
-    first, real_step = {}, loop._train_step
-
-    def spy(run, batch):
-        first.setdefault("state", {k: v.clone() for k, v in run.model.state_dict().items()})
-        return real_step(run, batch)
-
-    monkeypatch.setattr(loop, "_train_step", spy)
-    train(config, progress=False)
-    monkeypatch.setattr(loop, "_train_step", real_step)
-    return first["state"]
-
-
 def test_init_from_refits_a_displacement_scale_fitted_with_another_threshold(full_run, data_dir, tmp_path,
                                                                              monkeypatch):
     config, _ = full_run
@@ -318,9 +312,9 @@ def test_init_from_refits_a_displacement_scale_fitted_with_another_threshold(ful
     source = load_checkpoint(save_checkpoint(tmp_path / "source.pt", model=trained, step=4))
     model = dataclasses.replace(micro_model(), scale_moving_threshold_m=0.002)
     common = {"model": model, "steps": 1, "val_every": 0}
-    tuned = _state_before_first_step(
+    tuned, _ = _state_before_first_step(
         make_config(data_dir, tmp_path / "tuned", init_from=str(source.path), **common), monkeypatch)
-    fresh = _state_before_first_step(make_config(data_dir, tmp_path / "fresh", **common), monkeypatch)
+    fresh, _ = _state_before_first_step(make_config(data_dir, tmp_path / "fresh", **common), monkeypatch)
     # the scale is the one a new run with this threshold fits on the same normalization batches ...
     for k in ("scale", "sum_sq", "count"):
         assert torch.equal(tuned[f"displacement_scale.{k}"], fresh[f"displacement_scale.{k}"]), k
