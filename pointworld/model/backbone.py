@@ -22,6 +22,7 @@ from torch import nn
 from pointworld.geometry.checks import (require_dtype, require_floating, require_int, require_positive,
                                         require_shape)
 from pointworld.model.blocks import Block, PointState, SparseConv3x3, build_point_state
+from pointworld.model.gelu import Gelu
 from pointworld.model.grid import grid_coordinates
 from pointworld.model.pooling import PoolResult, grid_pool, grid_unpool
 from pointworld.model.serialization import Order
@@ -122,7 +123,7 @@ def _ramp(top: float, n: int) -> list[float]:
 
 
 def _linear_norm_act(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(c_in, c_out), nn.LayerNorm(c_out), nn.GELU())
+    return nn.Sequential(nn.Linear(c_in, c_out), nn.LayerNorm(c_out), Gelu())
 
 
 class GridPooling(nn.Module):
@@ -132,7 +133,7 @@ class GridPooling(nn.Module):
         super().__init__()
         self.stride = stride
         self.proj = nn.Linear(in_ch, out_ch)
-        self.post = nn.Sequential(nn.LayerNorm(out_ch), nn.GELU())
+        self.post = nn.Sequential(nn.LayerNorm(out_ch), Gelu())
 
     def forward(self, state: PointState) -> PoolResult:
         """state: a level with feat (P, in_ch). Returns the pooled level (feat (P', out_ch))."""
@@ -167,7 +168,7 @@ class PointTransformerV3(nn.Module):
         self.config = c = config
         S = c.num_stages
         self.embedding = SparseConv3x3(c.in_channels, c.enc_channels[0])
-        self.embedding_post = nn.Sequential(nn.LayerNorm(c.enc_channels[0]), nn.GELU())
+        self.embedding_post = nn.Sequential(nn.LayerNorm(c.enc_channels[0]), Gelu())
         enc_rates, dec_rates = _ramp(c.drop_path, sum(c.enc_depths)), _ramp(c.drop_path, sum(c.dec_depths))
         self.pools = nn.ModuleList(GridPooling(c.enc_channels[s - 1], c.enc_channels[s], c.stride)
                                    for s in range(1, S))

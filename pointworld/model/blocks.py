@@ -18,6 +18,7 @@ from torch import nn
 
 from pointworld.geometry.checks import require_dtype, require_floating, require_int, require_shape
 from pointworld.model.attention import PatchLayout, SerializedAttention, build_patch_layout
+from pointworld.model.gelu import Gelu
 from pointworld.model.grid import VoxelTable
 from pointworld.model.serialization import Order, Serialization, serialize
 
@@ -206,7 +207,7 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(channels)
         self.attn = SerializedAttention(channels, num_heads, patch_size)
         self.norm2 = nn.LayerNorm(channels)
-        self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.GELU(), nn.Linear(hidden, channels))
+        self.mlp = nn.Sequential(nn.Linear(channels, hidden), Gelu(), nn.Linear(hidden, channels))
         self.drop_path = DropPath(drop_path)
 
     def forward(self, state: PointState, order_index: int) -> PointState:

@@ -38,6 +38,7 @@ from pointworld.model.features import (
     scene_point_features,
     scene_step_features,
 )
+from pointworld.model.gelu import Gelu
 from pointworld.model.inputs import ActionInput, Prediction, SceneInput
 from pointworld.model.normalization import DisplacementScale, FeatureNormalizer
 from pointworld.model.segment_prior import segment_follow
@@ -67,7 +68,7 @@ class SceneEncoding:
 
 
 def _mlp(c_in: int, c_hidden: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(c_in, c_hidden), nn.LayerNorm(c_hidden), nn.GELU(), nn.Linear(c_hidden, c_out))
+    return nn.Sequential(nn.Linear(c_in, c_hidden), nn.LayerNorm(c_hidden), Gelu(), nn.Linear(c_hidden, c_out))
 
 
 def _packed(values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,7 +105,7 @@ class WorldModel(nn.Module):
         self.film = nn.Linear(c_mix, 2 * c_mix)
         nn.init.zeros_(self.film.weight)
         nn.init.zeros_(self.film.bias)
-        self.head = nn.Sequential(nn.LayerNorm(c_mix), nn.Linear(c_mix, config.head_hidden), nn.GELU(),
+        self.head = nn.Sequential(nn.LayerNorm(c_mix), nn.Linear(c_mix, config.head_hidden), Gelu(),
                                   nn.Linear(config.head_hidden, 4 * T))
 
     # ----------------------------------------------------------------------------------------- stats
