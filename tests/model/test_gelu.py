@@ -46,10 +46,21 @@ def test_gradient_flows_through_a_module_stack() -> None:
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-6)
 
 
-def test_no_grad_and_empty_input() -> None:
-    with torch.no_grad():
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_without_autograd_and_empty_input(mode) -> None:
+    x = torch.tensor([-1.0, 0.0, 1.0], requires_grad=True)
+    with mode():
         assert Gelu()(torch.zeros(0, 4)).shape == (0, 4)
-        torch.testing.assert_close(Gelu()(torch.tensor([0.0, 1.0])), F.gelu(torch.tensor([0.0, 1.0])))
+        out = Gelu()(x)
+    assert not out.requires_grad
+    torch.testing.assert_close(out, F.gelu(x.detach()))
+
+
+def test_keeps_bfloat16() -> None:
+    x = torch.randn(64, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16)
+    out = gelu(x)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), F.gelu(x.float()), rtol=1e-2, atol=1e-2)
 
 
 @pytest.mark.parametrize("initial", [True, False])
