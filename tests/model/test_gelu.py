@@ -1,4 +1,5 @@
-"""Gelu: exact GELU values and gradients, run without oneDNN on CPU, the oneDNN switch restored."""
+"""Gelu: exact GELU values and gradients, run without oneDNN on CPU (alone and in the whole world model), the
+oneDNN switch restored."""
 
 from __future__ import annotations
 
@@ -82,7 +83,7 @@ def test_onednn_switch_is_off_inside_and_restored_after(initial: bool) -> None:
         torch.backends.mkldnn.enabled = previous
 
 
-_PROBE = """
+_GELU_PROBE = """
 import sys, torch, torch.nn.functional as F
 from pointworld.model.gelu import gelu
 fn = gelu if sys.argv[1] == "ours" else F.gelu
@@ -90,19 +91,43 @@ x = torch.randn(300, 48, requires_grad=True)
 fn(x).sum().backward()
 """
 
+_MODEL_PROBE = """
+import torch
+from pointworld.model.synthetic import synthetic_push_batch
+from pointworld.model.world_model import WorldModel
+from pointworld.model.world_model_config import WorldModelConfig
+torch.manual_seed(0)
+model = WorldModel(WorldModelConfig())
+scene, action, target, valid = synthetic_push_batch(2, 256, 32, model.config.horizon, seed=0)
+model.update_normalization(scene, action, target, valid)
+model.finalize_normalization()
+model(scene, action).displacement.sum().backward()
+"""
 
-def _onednn_eltwise_calls(which: str) -> int:
-    """oneDNN eltwise primitives executed by one forward + backward of ``which`` GELU (a fresh process with
-    ``ONEDNN_VERBOSE=1``)."""
-    env = dict(os.environ, ONEDNN_VERBOSE="1")
-    out = subprocess.run([sys.executable, "-c", _PROBE, which], env=env, capture_output=True, text=True,
-                         timeout=120, check=True).stdout
-    return sum(1 for line in out.splitlines() if ",exec," in line and ",eltwise," in line)
+
+def _onednn_calls(probe: str, *args: str) -> int:
+    """oneDNN primitives executed by the Python source ``probe`` (a fresh process with ``ONEDNN_VERBOSE=1``)."""
+    env = dict(os.environ, ONEDNN_VERBOSE="1", OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", probe, *args], env=env, capture_output=True, text=True,
+                         timeout=300, check=True).stdout
+    return sum(1 for line in out.splitlines() if ",primitive,exec," in line)
 
 
-@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
-def test_cpu_gelu_runs_no_onednn_primitive() -> None:
-    baseline = _onednn_eltwise_calls("torch")
-    if baseline == 0:
+@pytest.fixture(scope="module")
+def onednn_gelu_calls() -> int:
+    """oneDNN primitives run by one forward + backward of ``F.gelu``: the control that shows the count works
+    (the tests that use it skip where this torch build does not route GELU through oneDNN)."""
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch build has no oneDNN")
+    calls = _onednn_calls(_GELU_PROBE, "torch")
+    if calls == 0:
         pytest.skip("this torch build does not route float32 GELU through oneDNN")
-    assert _onednn_eltwise_calls("ours") == 0
+    return calls
+
+
+def test_cpu_gelu_runs_no_onednn_primitive(onednn_gelu_calls: int) -> None:
+    assert _onednn_calls(_GELU_PROBE, "ours") == 0
+
+
+def test_world_model_forward_and_backward_run_no_onednn_primitive(onednn_gelu_calls: int) -> None:
+    assert _onednn_calls(_MODEL_PROBE) == 0
