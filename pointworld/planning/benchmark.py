@@ -134,35 +134,62 @@ def benchmark_predictor(model_name: str, env: TaskEnv, world_model: WorldModel |
     return world_model
 
 
+def episode_record(seed: int, result: EpisodeResult) -> dict[str, Any]:
+    """The JSON-able summary of one episode (its per-step outcomes left out): seed, success, final position
+    error (m) and yaw error (rad, or None), plans made, wall time of each plan (s) and the end message."""
+    return {"seed": seed, "success": bool(result.success), "final_error_m": float(result.final_error_m),
+            "yaw_error_rad": result.yaw_error_rad, "replans": int(result.replans),
+            "plan_times_s": [float(t) for t in result.plan_times_s], "message": result.message}
+
+
+def _kept_episodes(row: dict[str, Any] | None, config: BenchmarkConfig) -> list[dict[str, Any]]:
+    """The episode records of an interrupted cell's ``row`` that can be kept: those of seeds ``config.seed``,
+    ``config.seed + 1``, ... in order (none when the row has no per-episode records)."""
+    kept = []
+    for i, record in enumerate((row or {}).get("episode_results", [])[:config.episodes]):
+        if not isinstance(record, dict) or record.get("seed") != config.seed + i:
+            break
+        kept.append(record)
+    return kept
+
+
 def run_cell(config: BenchmarkConfig, task: str, robot: str, model_name: str, world_model: WorldModel | None,
-             on_episode: Callable[[EpisodeResult], None] | None = None) -> dict[str, Any]:
-    """Run the episodes of one (task, robot, model) cell; returns its summary row."""
+             on_episode: Callable[[list[dict[str, Any]]], None] | None = None,
+             done: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """Run the episodes of one (task, robot, model) cell; returns its summary row.
+
+    Args:
+        on_episode: called after every episode with the :func:`episode_record` of all episodes so far.
+        done: records of the cell's first episodes (seeds ``config.seed`` on) from an interrupted run: kept,
+            and the cell goes on from the next seed.
+    """
     scene = SceneConfig(robot=robot, **TASK_SCENES[task])
     env = TaskEnv(scene, dataclasses.replace(config.task, kind=task))
     horizon = world_model.config.horizon if world_model is not None else config.horizon
     planner = MPCPlanner(env.robot, benchmark_predictor(model_name, env, world_model),
                          task_planner(config.planner, task, config.gripper_tasks), horizon=horizon)
-    results = []
-    for seed in range(config.seed, config.seed + config.episodes):
-        result = run_episode(env, planner, seed, config.max_replans, config.observation)
-        results.append(result)
+    records = list(done)
+    for seed in range(config.seed + len(records), config.seed + config.episodes):
+        records.append(episode_record(seed, run_episode(env, planner, seed, config.max_replans, config.observation)))
         if on_episode is not None:
-            on_episode(result)
-    return summarize(task, robot, model_name, results)
+            on_episode(list(records))
+    return summarize(task, robot, model_name, records)
 
 
-def summarize(task: str, robot: str, model_name: str, results: list[EpisodeResult]) -> dict[str, Any]:
-    """One table row: success rate, final errors and planning time per replanning step."""
-    times = [t for r in results for t in r.plan_times_s]
-    errors = [r.final_error_m for r in results]
-    return {"task": task, "robot": robot, "model": model_name, "episodes": len(results),
-            "success_rate": sum(r.success for r in results) / len(results),
+def summarize(task: str, robot: str, model_name: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """One table row from the :func:`episode_record` of its episodes (at least one): success rate, final
+    errors, planning time per replanning step, and the records themselves (``episode_results``)."""
+    times = [t for r in records for t in r["plan_times_s"]]
+    errors = [r["final_error_m"] for r in records]
+    return {"task": task, "robot": robot, "model": model_name, "episodes": len(records),
+            "success_rate": sum(r["success"] for r in records) / len(records),
             "final_error_m_mean": statistics.fmean(errors), "final_error_m_median": statistics.median(errors),
             "plan_time_s_mean": statistics.fmean(times) if times else float("nan"),
-            "replans_mean": statistics.fmean(r.replans for r in results),
-            "messages": sorted({r.message for r in results}),
-            "episode_success": [bool(r.success) for r in results],
-            "episode_final_error_m": errors}
+            "replans_mean": statistics.fmean(r["replans"] for r in records),
+            "messages": sorted({r["message"] for r in records}),
+            "episode_success": [r["success"] for r in records],
+            "episode_final_error_m": errors,
+            "episode_results": records}
 
 
 def run_benchmark(config: BenchmarkConfig, world_model: WorldModel | None, progress: bool = True,
@@ -171,21 +198,32 @@ def run_benchmark(config: BenchmarkConfig, world_model: WorldModel | None, progr
     """Every (task, robot, model) cell of ``config``; returns the rows of :func:`summarize`.
 
     Args:
-        done: rows of an earlier, interrupted run of the same config: their cells are kept, not re-run.
-        on_row: called with all rows so far after every finished cell (e.g. to save them), so an
-            interruption loses at most the cell in progress.
+        done: rows of an earlier, interrupted run of the same config: finished cells are kept, not re-run,
+            and a cell interrupted part-way goes on after its recorded episodes.
+        on_row: called with all rows so far (the cell in progress as a partial row, with the episodes it has
+            finished) after every episode, e.g. to save them, so an interruption loses at most the episode in
+            progress.
     """
     cells = [(t, r, m) for t in config.tasks for r in config.robots for m in config.models]
     previous = {(row["task"], row["robot"], row["model"]): row for row in done}
-    rows = []
+    rows: list[dict[str, Any]] = []
     with tqdm(total=len(cells) * config.episodes, desc="episodes", disable=not progress) as bar:
         for task, robot, model_name in cells:
             row = previous.get((task, robot, model_name))
             if row is not None and row.get("episodes") == config.episodes:
                 bar.update(config.episodes)
             else:
+                kept = _kept_episodes(row, config)
+                bar.update(len(kept))
                 bar.set_postfix_str(f"{task}/{robot}/{model_name}")
-                row = run_cell(config, task, robot, model_name, world_model, lambda _: bar.update(1))
+
+                def finished(records: list[dict[str, Any]], cell: tuple[str, str, str] = (task, robot, model_name)
+                             ) -> None:
+                    bar.update(1)
+                    if on_row is not None:
+                        on_row([*rows, summarize(*cell, records)])
+
+                row = run_cell(config, task, robot, model_name, world_model, finished, kept)
             rows.append(row)
             if on_row is not None:
                 on_row(rows)

@@ -100,6 +100,47 @@ def test_benchmark_planning_keeps_finished_cells_and_resumes(tmp_path, monkeypat
     assert main([*args[:4], "episodes=2", *args[5:], "resume=true"]) != 0  # other settings: refused
 
 
+def test_benchmark_planning_resumes_a_cell_after_its_saved_episodes(tmp_path, monkeypatch):
+    """An interruption inside a cell keeps its finished episodes on disk; resume=true runs only the rest, and
+    the row equals the one of an uninterrupted run."""
+    import pointworld.planning.benchmark as benchmark
+
+    args = ["benchmark-planning", "models=[zero_motion]", "robots=[flying_gripper]", "episodes=3",
+            "max_replans=1", "cameras.width=160", "cameras.height=120", *FAST]
+    real_run_episode, seeds = benchmark.run_episode, []
+
+    def run_episode(env, planner, seed, *rest):
+        seeds.append(seed)
+        if seed == 1002 and len(seeds) == 3:
+            raise KeyboardInterrupt
+        return real_run_episode(env, planner, seed, *rest)
+
+    monkeypatch.setattr(benchmark, "run_episode", run_episode)
+    out = tmp_path / "bench.json"
+    with pytest.raises(KeyboardInterrupt):
+        main([*args, f"out={out}"])
+    (partial,) = json.loads(out.read_text())["rows"]
+    assert partial["episodes"] == 2 and [r["seed"] for r in partial["episode_results"]] == [1000, 1001]
+    assert main([*args, f"out={out}", "resume=true"]) == 0
+    assert seeds == [1000, 1001, 1002, 1002]  # the saved episodes were not run again
+    (resumed,) = json.loads(out.read_text())["rows"]
+    assert main([*args, f"out={tmp_path / 'whole.json'}"]) == 0
+    (whole,) = json.loads((tmp_path / "whole.json").read_text())["rows"]
+    assert resumed["episodes"] == 3 and [r["seed"] for r in resumed["episode_results"]] == [1000, 1001, 1002]
+    for key in ("success_rate", "episode_success", "episode_final_error_m", "replans_mean", "messages"):
+        assert resumed[key] == whole[key], key
+
+
+def test_kept_episodes_stop_at_the_first_out_of_sequence_seed():
+    from pointworld.planning.benchmark import BenchmarkConfig, _kept_episodes
+
+    config = BenchmarkConfig(episodes=3, seed=10)
+    row = {"episode_results": [{"seed": 10}, {"seed": 11}, {"seed": 13}]}
+    assert [r["seed"] for r in _kept_episodes(row, config)] == [10, 11]
+    assert _kept_episodes({"episodes": 2}, config) == []  # a row without per-episode records: run it all
+    assert _kept_episodes(None, config) == []
+
+
 def test_segment_follow_model_takes_the_checkpoints_prior_settings():
     from pointworld.model.segment_prior import SegmentFollow, SegmentFollowConfig
     from pointworld.planning.benchmark import benchmark_predictor
