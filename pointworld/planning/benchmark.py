@@ -192,6 +192,20 @@ def summarize(task: str, robot: str, model_name: str, records: list[dict[str, An
             "episode_results": records}
 
 
+def _episode_progress(bar: tqdm, rows: list[dict[str, Any]], cell: tuple[str, str, str],
+                      on_row: Callable[[list[dict[str, Any]]], None] | None
+                      ) -> Callable[[list[dict[str, Any]]], None]:
+    """The ``on_episode`` of a cell's :func:`run_cell`: advances ``bar`` and hands ``on_row`` the finished
+    ``rows`` plus the cell's partial row."""
+
+    def finished(records: list[dict[str, Any]]) -> None:
+        bar.update(1)
+        if on_row is not None:
+            on_row([*rows, summarize(*cell, records)])
+
+    return finished
+
+
 def run_benchmark(config: BenchmarkConfig, world_model: WorldModel | None, progress: bool = True,
                   done: Sequence[dict[str, Any]] = (),
                   on_row: Callable[[list[dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
@@ -216,14 +230,8 @@ def run_benchmark(config: BenchmarkConfig, world_model: WorldModel | None, progr
                 kept = _kept_episodes(row, config)
                 bar.update(len(kept))
                 bar.set_postfix_str(f"{task}/{robot}/{model_name}")
-
-                def finished(records: list[dict[str, Any]], cell: tuple[str, str, str] = (task, robot, model_name)
-                             ) -> None:
-                    bar.update(1)
-                    if on_row is not None:
-                        on_row([*rows, summarize(*cell, records)])
-
-                row = run_cell(config, task, robot, model_name, world_model, finished, kept)
+                progress_ = _episode_progress(bar, rows, (task, robot, model_name), on_row)
+                row = run_cell(config, task, robot, model_name, world_model, progress_, kept)
             rows.append(row)
             if on_row is not None:
                 on_row(rows)
