@@ -230,8 +230,8 @@ def run_benchmark(config: BenchmarkConfig, world_model: WorldModel | None, progr
                 kept = _kept_episodes(row, config)
                 bar.update(len(kept))
                 bar.set_postfix_str(f"{task}/{robot}/{model_name}")
-                progress_ = _episode_progress(bar, rows, (task, robot, model_name), on_row)
-                row = run_cell(config, task, robot, model_name, world_model, progress_, kept)
+                on_episode = _episode_progress(bar, rows, (task, robot, model_name), on_row)
+                row = run_cell(config, task, robot, model_name, world_model, on_episode, kept)
             rows.append(row)
             if on_row is not None:
                 on_row(rows)
