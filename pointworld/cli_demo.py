@@ -72,7 +72,8 @@ def run_demo(cfg: DictConfig) -> int:
               f"error {100 * outcome.position_error_m:.1f} cm{' (success)' if outcome.success else ''}",
               flush=True)
 
-    result = run_episode(env, planner, int(cfg.seed), int(cfg.max_replans), on_step=record)
+    result = run_episode(env, planner, int(cfg.seed), int(cfg.max_replans), on_step=record,
+                         max_lookbacks=int(cfg.max_lookbacks))
     end = env.observe()
     out = Path(str(cfg.output_dir))
     summary = _write_outputs(out, start, end, first, result)

@@ -97,7 +97,8 @@ def run_benchmark_planning(cfg: DictConfig) -> int:
     raw = OmegaConf.to_container(cfg, resolve=True)
     config = BenchmarkConfig(tasks=raw["tasks"], robots=raw["robots"], models=raw["models"],
                              episodes=raw["episodes"], seed=raw["seed"], max_replans=raw["max_replans"],
-                             horizon=raw["horizon"], planner=instantiate(cfg.planner),
+                             max_lookbacks=raw["max_lookbacks"], horizon=raw["horizon"],
+                             planner=instantiate(cfg.planner),
                              task=TaskConfig(cameras=CameraRigConfig(**raw["cameras"])),
                              gripper_tasks=raw["gripper_tasks"])
     wants_model = {"learned", "segment_follow"} & set(config.models)  # segment_follow takes the model's settings

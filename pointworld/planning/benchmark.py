@@ -61,6 +61,8 @@ class BenchmarkConfig:
         episodes: seeded episodes per cell (seeds ``seed`` .. ``seed + episodes - 1``).
         seed: first episode seed.
         max_replans: plans per episode before giving up.
+        max_lookbacks: times in a row the robot may back off along its executed path to find a goal
+            object it hid from the cameras (:func:`run_episode`; 0: a lost goal ends the episode).
         horizon: T of every plan when no learned model sets it (the learned model's own T otherwise).
         planner: the planner (optimizer, costs, action space, execute_steps).
         observation: fusion of the simulated camera views into the planner's scene; None = default
@@ -77,6 +79,7 @@ class BenchmarkConfig:
     episodes: int = 20
     seed: int = 1000
     max_replans: int = 20
+    max_lookbacks: int = 2
     horizon: int = 10
     planner: PlannerConfig = field(default_factory=PlannerConfig)
     observation: ObservationConfig | None = None
@@ -97,6 +100,7 @@ class BenchmarkConfig:
         require_int("episodes", self.episodes, 1)
         require_int("seed", self.seed, 0)
         require_int("max_replans", self.max_replans, 1)
+        require_int("max_lookbacks", self.max_lookbacks, 0)
         require_int("horizon", self.horizon, 1)
 
 
@@ -136,9 +140,11 @@ def benchmark_predictor(model_name: str, env: TaskEnv, world_model: WorldModel |
 
 def episode_record(seed: int, result: EpisodeResult) -> dict[str, Any]:
     """The JSON-able summary of one episode (its per-step outcomes left out): seed, success, final position
-    error (m) and yaw error (rad, or None), plans made, wall time of each plan (s) and the end message."""
+    error (m) and yaw error (rad, or None), plans made, look-backs made, wall time of each plan (s) and the
+    end message."""
     return {"seed": seed, "success": bool(result.success), "final_error_m": float(result.final_error_m),
             "yaw_error_rad": result.yaw_error_rad, "replans": int(result.replans),
+            "lookbacks": int(result.lookbacks),
             "plan_times_s": [float(t) for t in result.plan_times_s], "message": result.message}
 
 
@@ -170,7 +176,8 @@ def run_cell(config: BenchmarkConfig, task: str, robot: str, model_name: str, wo
                          task_planner(config.planner, task, config.gripper_tasks), horizon=horizon)
     records = list(done)
     for seed in range(config.seed + len(records), config.seed + config.episodes):
-        records.append(episode_record(seed, run_episode(env, planner, seed, config.max_replans, config.observation)))
+        records.append(episode_record(seed, run_episode(env, planner, seed, config.max_replans, config.observation,
+                                                         max_lookbacks=config.max_lookbacks)))
         if on_episode is not None:
             on_episode(list(records))
     return summarize(task, robot, model_name, records)

@@ -23,6 +23,7 @@ import torch
 from pointworld.errors import EmptyCloudError
 from pointworld.geometry.checks import require_floating, require_int, require_shape
 from pointworld.planning.goals import PointGoal, goal_from_task
+from pointworld.planning.lookback import ExecutedPath
 from pointworld.planning.observation import (
     Observation,
     ObservationConfig,
@@ -115,8 +116,10 @@ class EpisodeResult:
         final_error_m: position error of the last evaluation, m.
         yaw_error_rad: yaw error of the last evaluation, rad (None where yaw is not part of the goal).
         replans: number of plans made.
+        lookbacks: times the robot backed off along its executed path to find a goal it lost from view
+            (:mod:`pointworld.planning.lookback`).
         plan_times_s: wall time of each ``plan()`` call, s.
-        outcomes: the evaluation after each execution.
+        outcomes: the evaluation after each execution (of a plan's first steps, or of a retract).
         message: why the episode ended (success, out of replans, goal lost).
     """
 
@@ -124,6 +127,7 @@ class EpisodeResult:
     final_error_m: float
     yaw_error_rad: float | None
     replans: int
+    lookbacks: int = 0
     plan_times_s: list[float] = field(default_factory=list)
     outcomes: list[TaskOutcome] = field(default_factory=list)
     message: str = ""
@@ -159,15 +163,16 @@ class _GoalTracker:
     def update(self, previous: Observation, plan: PlanResult, steps: int, obs: Observation,
                q: torch.Tensor) -> PointGoal:
         """Track the selection into ``obs`` (prior: the plan's predicted motion over ``steps``) and
-        return the new goal (``EmptyCloudError`` if the selection is lost)."""
+        return the new goal (``EmptyCloudError`` if the selection is lost; the tracker is then unchanged,
+        so the same update can be tried again on another observation)."""
         idx = self.goal.indices
         predicted_T = _predicted_motion(previous.scene.points[0][idx], plan.prediction.displacement[0, steps - 1, idx])
         points = obs.scene.points[0]
         robot = near_robot(points, self.robot, self.surface, q)
-        self.T_est = track_selection(self.points0, self.T_est, points[~robot], predicted_T, min_z_m=self.floor_z)
-        self.goal = tracked_goal(points, self.points0, self.T_est, self.T_goal_start, min_z_m=self.floor_z,
-                                 exclude=robot)
-        return self.goal
+        T_new = track_selection(self.points0, self.T_est, points[~robot], predicted_T, min_z_m=self.floor_z)
+        goal = tracked_goal(points, self.points0, T_new, self.T_goal_start, min_z_m=self.floor_z, exclude=robot)
+        self.T_est, self.goal = T_new, goal  # only once the goal is built: a lost selection changes nothing
+        return goal
 
 
 def _observe(env: TaskEnv, config: ObservationConfig, planner: MPCPlanner) -> Observation:
@@ -188,10 +193,42 @@ def table_observation(env: TaskEnv, base: ObservationConfig | None = None) -> Ob
     return dataclasses.replace(base, fusion=fusion)
 
 
+def _look_back(env: TaskEnv, robot: SimRobot, path: ExecutedPath, lost: EmptyCloudError,
+               observe_and_track: Callable[[], Observation], result: EpisodeResult,
+               max_lookbacks: int) -> Observation | None:
+    """After ``lost``: retract along ``path``, then observe and track again, up to ``max_lookbacks`` times.
+
+    Each retract is evaluated into ``result`` (it may move what the robot touches). Returns the
+    observation the goal was found in again, or None (``result.message`` set) when the goal stays lost,
+    the path is used up, or a retract ends the task with success.
+    """
+    for _ in range(max_lookbacks):
+        if not path.retract(robot, env.robot):
+            break
+        result.lookbacks += 1
+        _record(result, env.evaluate())
+        if result.success:
+            result.message = "success"
+            return None
+        try:
+            return observe_and_track()
+        except EmptyCloudError as err:
+            lost = err
+    result.message = f"goal lost: {lost}"
+    return None
+
+
+def _record(result: EpisodeResult, outcome: TaskOutcome) -> None:
+    """Append ``outcome`` to ``result`` and make it the episode's latest state."""
+    result.outcomes.append(outcome)
+    result.success, result.final_error_m, result.yaw_error_rad = (
+        outcome.success, outcome.position_error_m, outcome.yaw_error_rad)
+
+
 def run_episode(env: TaskEnv, planner: MPCPlanner, seed: int, max_replans: int = 10,
                 observation: ObservationConfig | None = None,
-                on_step: Callable[[int, Observation, PointGoal, PlanResult, TaskOutcome], None] | None = None
-                ) -> EpisodeResult:
+                on_step: Callable[[int, Observation, PointGoal, PlanResult, TaskOutcome], None] | None = None,
+                max_lookbacks: int = 2) -> EpisodeResult:
     """Reset ``env`` to the task of ``seed`` and run MPC until success or ``max_replans`` plans.
 
     ``observation`` None observes with :func:`table_observation` (the crop box over the scene's table).
@@ -201,13 +238,19 @@ def run_episode(env: TaskEnv, planner: MPCPlanner, seed: int, max_replans: int =
     observation, execute the first ``planner.config.execute_steps`` steps through :class:`SimRobot`,
     evaluate (stop on success), observe, track the selection (:func:`track_selection` on the observed
     points off the robot (:func:`near_robot`), prior = the plan's predicted motion of the goal points)
-    and build the next goal (:func:`tracked_goal`; see the module docstring). A :class:`SimOracle`
-    predictor is re-bound to every observation. ``on_step(replan, observation, goal, plan, outcome)`` is called
-    after each execution, with the observation and goal the plan was made on. The measured joints handed to the planner are clamped into the limits (MuJoCo's limits
-    are soft: a finger pressed open reads a few mm past its limit).
+    and build the next goal (:func:`tracked_goal`; see the module docstring). When no observed point is
+    left of the selection (the arm hides the object from every camera), the robot backs off along its
+    executed path, one chunk in reverse at a time, and the same tracking is tried on a new observation
+    (:mod:`pointworld.planning.lookback`), at most ``max_lookbacks`` times in a row (0: the episode
+    ends at once with "goal lost"); after such a recovery the planner's warm start is dropped. A
+    :class:`SimOracle` predictor is re-bound to every observation. ``on_step(replan, observation, goal,
+    plan, outcome)`` is called after each execution, with the observation and goal the plan was made on.
+    The measured joints handed to the planner are clamped into the limits (MuJoCo's limits are soft: a
+    finger pressed open reads a few mm past its limit).
     """
     require_int("seed", seed, 0)
     require_int("max_replans", max_replans, 1)
+    require_int("max_lookbacks", max_lookbacks, 0)
     steps = planner.config.execute_steps
     if steps < 1:
         raise ValueError(f"planner.config.execute_steps: expected >= 1 for a closed loop, got {steps}")
@@ -217,6 +260,7 @@ def run_episode(env: TaskEnv, planner: MPCPlanner, seed: int, max_replans: int =
     robot = SimRobot(env)
     obs = _observe(env, config, planner)
     tracker = _GoalTracker(env, task, obs, robot.joint_positions())
+    path = ExecutedPath(robot.joint_positions())
     result = EpisodeResult(False, math.inf, None, 0, message="out of replans")
     for r in range(max_replans):
         start = time.perf_counter()
@@ -225,20 +269,27 @@ def run_episode(env: TaskEnv, planner: MPCPlanner, seed: int, max_replans: int =
         plan = planner.plan(obs.scene, q0, robot.gripper_open(), goal)
         result.plan_times_s.append(time.perf_counter() - start)
         result.replans = r + 1
-        robot.execute(plan.q[1:steps + 1], plan.gripper_open[1:steps + 1])
+        path.record(robot.execute(plan.q[1:steps + 1], plan.gripper_open[1:steps + 1]))
         outcome = env.evaluate()
-        result.outcomes.append(outcome)
-        result.success, result.final_error_m, result.yaw_error_rad = (
-            outcome.success, outcome.position_error_m, outcome.yaw_error_rad)
+        _record(result, outcome)
         if on_step is not None:
             on_step(r, obs, goal, plan, outcome)
         if outcome.success or r + 1 == max_replans:
             result.message = "success" if outcome.success else result.message
             break
-        previous, obs = obs, _observe(env, config, planner)
+        previous = obs
+
+        def observe_and_track() -> Observation:
+            new = _observe(env, config, planner)
+            tracker.update(previous, plan, steps, new, robot.joint_positions())  # noqa: B023 (called this round)
+            return new
+
         try:
-            tracker.update(previous, plan, steps, obs, robot.joint_positions())
+            obs = observe_and_track()
         except EmptyCloudError as err:
-            result.message = f"goal lost: {err}"
-            break
+            found = _look_back(env, robot, path, err, observe_and_track, result, max_lookbacks)
+            if found is None:
+                break
+            obs = found
+            planner.reset()  # the warm start was planned from where the robot no longer is
     return result

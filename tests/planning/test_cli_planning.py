@@ -63,9 +63,13 @@ def test_plan_errors_name_the_problem(checkpoint, tmp_path, capsys):
 def test_benchmark_planning_smoke(tmp_path, capsys):
     out = tmp_path / "bench.json"
     rc = main(["benchmark-planning", "models=[oracle,zero_motion,segment_follow]", "robots=[flying_gripper]",
-               "episodes=1", "max_replans=1", "cameras.width=160", "cameras.height=120", f"out={out}", *FAST])
+               "episodes=1", "max_replans=1", "max_lookbacks=0", "cameras.width=160", "cameras.height=120",
+               f"out={out}", *FAST])
     assert rc == 0
-    rows = json.loads(out.read_text())["rows"]
+    data = json.loads(out.read_text())
+    rows = data["rows"]
+    assert data["config"]["max_lookbacks"] == 0
+    assert all(r["episode_results"][0]["lookbacks"] == 0 for r in rows)
     assert [(r["model"], r["episodes"]) for r in rows] == [("oracle", 1), ("zero_motion", 1), ("segment_follow", 1)]
     for r in rows:  # per-episode results, so cells of different lengths compare on common seeds
         assert len(r["episode_success"]) == len(r["episode_final_error_m"]) == 1
@@ -109,11 +113,11 @@ def test_benchmark_planning_resumes_a_cell_after_its_saved_episodes(tmp_path, mo
             "max_replans=1", "cameras.width=160", "cameras.height=120", *FAST]
     real_run_episode, seeds = benchmark.run_episode, []
 
-    def run_episode(env, planner, seed, *rest):
+    def run_episode(env, planner, seed, *rest, **options):
         seeds.append(seed)
         if seed == 1002 and len(seeds) == 3:
             raise KeyboardInterrupt
-        return real_run_episode(env, planner, seed, *rest)
+        return real_run_episode(env, planner, seed, *rest, **options)
 
     monkeypatch.setattr(benchmark, "run_episode", run_episode)
     out = tmp_path / "bench.json"
@@ -167,6 +171,8 @@ def test_push_plans_hold_the_gripper_and_grasp_tasks_command_it(monkeypatch):
     assert BenchmarkConfig(gripper_tasks=["drawer"]).gripper_tasks == ("drawer",)
     with pytest.raises(ValueError, match="gripper_tasks"):
         BenchmarkConfig(gripper_tasks=("stack",))
+    with pytest.raises(ValueError, match="max_lookbacks"):
+        BenchmarkConfig(max_lookbacks=-1)
 
     import pointworld.planning.benchmark as benchmark
     seen = []
