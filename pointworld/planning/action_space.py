@@ -13,6 +13,8 @@ Guarantees of every trajectory (for actions inside :meth:`bounds`):
   shortens steps, and a delta that points back into the range acts at once.
 - Velocity limits hold for every joint: ``|q_t - q_{t-1}| <= speed * dt_s`` with ``speed =
   max_joint_speed_scale * velocity_limit`` (``default_speed_rad_s`` where the URDF gives none).
+- With ``max_link_speed_m_s`` set, no link origin moves faster than that (the step of the non-gripper
+  joints is shortened, :mod:`pointworld.planning.link_speed`).
 - Grippers (the simulator's rule, :class:`pointworld.sim.robot_mjcf.RobotIndex`: the mimic leaders,
   i.e. the actuated finger joints of the shipped robots): the command c_t sets the target ``c_t *
   upper``; the joint moves toward it at the same bounded speed (a ramp, as in the generated training
@@ -29,6 +31,7 @@ import torch
 
 from pointworld.errors import JointMismatchError
 from pointworld.geometry.checks import require_finite, require_floating, require_shape
+from pointworld.planning.link_speed import LinkSpeedBound
 from pointworld.robot.model import Robot
 
 #: How far (rad or m) ``q0`` may sit outside the joint limits (simulator contact noise, squeezed
@@ -50,6 +53,8 @@ class ActionSpaceConfig:
         joints: names of the planned joints; None = every actuated joint that is not a gripper joint.
         max_ee_speed_m_s: end-effector space: bound on the translation speed, m/s.
         max_ee_yaw_speed_rad_s: end-effector space: bound on the yaw speed, rad/s.
+        max_link_speed_m_s: bound on the speed of every link origin, m/s (a step that would exceed it is
+            shortened, :mod:`pointworld.planning.link_speed`); None: the joint velocity limits only.
     """
 
     max_joint_speed_scale: float = 0.5
@@ -59,6 +64,7 @@ class ActionSpaceConfig:
     joints: tuple[str, ...] | None = None
     max_ee_speed_m_s: float = 0.2
     max_ee_yaw_speed_rad_s: float = 1.0
+    max_link_speed_m_s: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_joint_speed_scale", "default_speed_rad_s", "dt_s", "max_ee_speed_m_s",
@@ -66,6 +72,10 @@ class ActionSpaceConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
                 raise ValueError(f"ActionSpaceConfig.{name}: expected a finite number > 0, got {v!r}")
+        v = self.max_link_speed_m_s
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf):
+            raise ValueError(f"ActionSpaceConfig.max_link_speed_m_s: expected None or a finite number > 0, "
+                             f"got {v!r}")
         if self.max_joint_speed_scale > 1:
             raise ValueError(f"ActionSpaceConfig.max_joint_speed_scale: expected a fraction in (0, 1], "
                              f"got {self.max_joint_speed_scale!r}")
@@ -180,6 +190,11 @@ class JointDeltaActionSpace:
             raise ValueError(f"config: robot {robot.name!r} has nothing to plan (no planned joints, "
                              f"gripper={self.config.gripper}, grippers {list(self.gripper_joints)})")
         self._limits = _Limits(robot, self.config)
+        self._link_speed = None
+        if self.config.max_link_speed_m_s is not None:
+            arm = torch.ones(robot.num_joints, dtype=torch.bool)
+            arm[list(self._grip)] = False
+            self._link_speed = LinkSpeedBound(robot, self.config.max_link_speed_m_s, self.config.dt_s, arm)
 
     @property
     def gripper_indices(self) -> tuple[int, ...]:
@@ -233,13 +248,15 @@ class JointDeltaActionSpace:
                 grip_target: torch.Tensor | None) -> torch.Tensor:
         """One step: q_prev (K, J) feasible positions; delta (K, J) desired step, rad or m;
         grip_target (K, G) gripper joint targets, m (None = grippers follow ``delta``). Returns
-        ``clamp(q_prev + clamp(step, ±speed dt), lower, upper)`` (K, J) (see the module docstring)."""
+        ``clamp(q_prev + clamp(step, ±speed dt), lower, upper)`` (K, J) (see the module docstring), its
+        non-gripper part shortened to ``max_link_speed_m_s`` when that is set."""
         lower, upper, step = self._limits.get(q_prev.dtype, q_prev.device)
         if grip_target is not None:
             delta = delta.clone()
             delta[:, list(self._grip)] = grip_target - q_prev[:, list(self._grip)]
         delta = torch.minimum(torch.maximum(delta, -step), step)
-        return torch.minimum(torch.maximum(q_prev + delta, lower), upper)
+        q = torch.minimum(torch.maximum(q_prev + delta, lower), upper)
+        return q if self._link_speed is None else self._link_speed(q_prev, q)
 
     def gripper_targets(self, commands: torch.Tensor) -> torch.Tensor:
         """Gripper joint targets (..., G), m, from opening commands (..., G) in [0, 1]."""
