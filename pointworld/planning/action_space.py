@@ -68,14 +68,12 @@ class ActionSpaceConfig:
 
     def __post_init__(self) -> None:
         for name in ("max_joint_speed_scale", "default_speed_rad_s", "dt_s", "max_ee_speed_m_s",
-                     "max_ee_yaw_speed_rad_s"):
+                     "max_ee_yaw_speed_rad_s", "max_link_speed_m_s"):
             v = getattr(self, name)
+            if v is None and name == "max_link_speed_m_s":  # the one optional bound
+                continue
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
                 raise ValueError(f"ActionSpaceConfig.{name}: expected a finite number > 0, got {v!r}")
-        v = self.max_link_speed_m_s
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf):
-            raise ValueError(f"ActionSpaceConfig.max_link_speed_m_s: expected None or a finite number > 0, "
-                             f"got {v!r}")
         if self.max_joint_speed_scale > 1:
             raise ValueError(f"ActionSpaceConfig.max_joint_speed_scale: expected a fraction in (0, 1], "
                              f"got {self.max_joint_speed_scale!r}")

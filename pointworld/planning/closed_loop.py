@@ -259,8 +259,8 @@ def run_episode(env: TaskEnv, planner: MPCPlanner, seed: int, max_replans: int =
     planner.reset()
     robot = SimRobot(env)
     obs = _observe(env, config, planner)
-    tracker = _GoalTracker(env, task, obs, robot.joint_positions())
-    path = ExecutedPath(robot.joint_positions())
+    q_start = robot.joint_positions()
+    tracker, path = _GoalTracker(env, task, obs, q_start), ExecutedPath(q_start)
     result = EpisodeResult(False, math.inf, None, 0, message="out of replans")
     for r in range(max_replans):
         start = time.perf_counter()

@@ -46,8 +46,9 @@ def bound_link_speed(robot: Robot, q_prev: torch.Tensor, q_next: torch.Tensor, s
 
     Returns:
         (K, J) ``q_prev + s * (q_next - q_prev)`` on the ``scaled`` joints (``q_next`` on the others),
-        with the largest ``s`` in [0, 1] (found by proportional rescaling) that keeps every link origin's
-        displacement within ``max_step_m`` (up to 1e-4 relative).
+        with ``s`` in [0, 1] found by proportional rescaling: 1 where the step is within the bound, else
+        the factor that brings the largest link-origin displacement to ``max_step_m`` (within 1e-4
+        relative after the rounds).
     """
     max_step_m = require_positive("max_step_m", max_step_m)
     step = torch.where(scaled, q_next - q_prev, 0.0)  # the other joints stay at q_prev while measuring
